@@ -1,0 +1,141 @@
+"""The Lightning callback base: lazy import, both namespaces, rank-zero warnings.
+
+Importing a check must never import Lightning, and a callback must subclass
+the ``Callback`` class of the namespace the user's ``Trainer`` comes from
+(``lightning.pytorch`` or ``pytorch_lightning``), or the Trainer rejects it.
+The public callback classes therefore stay plain Python classes; creating
+one builds (once, then cached) a concrete subclass that also derives from
+every installed Lightning ``Callback``, so one object fits either Trainer.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from typing import Any
+
+from torch import nn
+
+from ._hooks import forward_hooks
+from ._inputs import CallArgs
+from ._report import emit_warning
+
+_NAMESPACES = ("lightning.pytorch", "pytorch_lightning")
+
+
+def lightning_callback_classes(install_command: str) -> tuple[type, ...]:
+    """The ``Callback`` classes of every installed Lightning namespace.
+
+    Raises ``ImportError`` ending with ``install_command`` when neither is installed.
+    """
+    found = []
+    for namespace in _NAMESPACES:
+        try:
+            module = importlib.import_module(namespace)
+        except ImportError:
+            continue
+        found.append(module.Callback)
+    if not found:
+        raise ImportError(
+            "This callback needs PyTorch Lightning (lightning.pytorch or pytorch_lightning 2.x), "
+            f"which is not installed. Install it with: {install_command}"
+        )
+    return tuple(found)
+
+
+@functools.lru_cache(maxsize=None)
+def _concrete_class(public: type, bases: tuple[type, ...]) -> type:
+    concrete = type(public.__name__, (public, *bases), {"__module__": public.__module__, "_public_class": public})
+    concrete.__qualname__ = public.__qualname__
+    return concrete
+
+
+def _rebuild_callback(public: type, state: dict) -> Any:
+    # Pickling (DDP spawn, deepcopy) goes through the public class so the
+    # dynamically built subclass never has to be importable by name.
+    callback = public.__new__(public)
+    callback.__dict__.update(state)
+    return callback
+
+
+class VerificationCallback:
+    """Runs one check once, before or at the first training batch, and reports it.
+
+    Subclasses set ``install_command`` and ``warning_category`` and implement
+    ``run_check(pl_module, call_args) -> (ok, message)``.  The check runs on
+    ``example_input_array`` at ``on_train_start`` when the module has one,
+    otherwise on the arguments of the module's first forward call in training,
+    captured by a pre-hook that removes itself before the check runs.
+    """
+
+    install_command = 'pip install "verify-common"'
+    warning_category: type[Warning] = UserWarning
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        bases = lightning_callback_classes(cls.install_command)
+        return object.__new__(_concrete_class(cls, bases))
+
+    def __init__(self, warn: bool = True, error: bool = False) -> None:
+        self.warn = warn
+        self.error = error
+        self.has_run = False
+        self.result: bool | None = None
+        self.message: str | None = None
+        self._hooks: Any = None
+
+    def __reduce__(self) -> tuple:
+        public = type(self).__dict__.get("_public_class", type(self))
+        state = {**self.__dict__, "_hooks": None}
+        return (_rebuild_callback, (public, state))
+
+    def run_check(self, pl_module: nn.Module, call_args: CallArgs) -> tuple[bool, str]:
+        """Run the check; return ``(ok, message)``."""
+        raise NotImplementedError
+
+    # -- Lightning hooks ---------------------------------------------------------
+    def on_train_start(self, trainer: Any, pl_module: nn.Module) -> None:
+        example = getattr(pl_module, "example_input_array", None)
+        if not self.has_run and example is not None:
+            self._run(trainer, pl_module, CallArgs.from_input_array(example))
+
+    def on_train_batch_start(self, trainer: Any, pl_module: nn.Module, batch: Any, batch_idx: int) -> None:
+        if self.has_run or self._hooks is not None:
+            return
+        hooks = forward_hooks([("", pl_module)], pre_hook=self._pre_hook(trainer))
+        hooks.__enter__()
+        self._hooks = hooks
+
+    def on_train_batch_end(self, trainer: Any, pl_module: nn.Module, *args: Any, **kwargs: Any) -> None:
+        self._remove_hooks()
+
+    def on_exception(self, trainer: Any, pl_module: nn.Module, exception: BaseException) -> None:
+        self._remove_hooks()
+
+    def teardown(self, trainer: Any, pl_module: nn.Module, stage: str) -> None:
+        self._remove_hooks()
+
+    # -- internals ---------------------------------------------------------------
+    def _pre_hook(self, trainer: Any) -> Any:
+        def capture(name: str, module: nn.Module, args: tuple, kwargs: dict) -> None:
+            self._remove_hooks()
+            if not self.has_run:
+                self._run(trainer, module, CallArgs(tuple(args), dict(kwargs)))
+
+        return capture
+
+    def _remove_hooks(self) -> None:
+        hooks, self._hooks = self._hooks, None
+        if hooks is not None:
+            hooks.__exit__(None, None, None)
+
+    def _run(self, trainer: Any, pl_module: nn.Module, call_args: CallArgs) -> None:
+        self.has_run = True
+        ok, message = self.run_check(pl_module, call_args)
+        self.result, self.message = ok, (None if ok else message)
+        if ok:
+            return
+        if self.error:
+            raise RuntimeError(message)
+        if self.warn and getattr(trainer, "is_global_zero", True):
+            emit_warning(message, self.warning_category, stacklevel=2)
+

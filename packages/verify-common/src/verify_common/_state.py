@@ -1,0 +1,130 @@
+"""Saving and restoring everything a check could change on the user's model.
+
+The contract promises no side effects: after a check the parameters, buffers
+(BatchNorm running statistics included), ``.grad`` tensors, ``requires_grad``
+flags, train/eval flags, registered hooks and the global RNG state are exactly
+as before, also when the check raises.  ``preserved_state`` is the one place
+that keeps that promise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+_HOOK_DICTS = (
+    "_forward_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+    "_forward_pre_hooks",
+    "_forward_pre_hooks_with_kwargs",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+    "_state_dict_hooks",
+    "_state_dict_pre_hooks",
+    "_load_state_dict_pre_hooks",
+    "_load_state_dict_post_hooks",
+)
+
+
+class ModelState:
+    """A snapshot of a model's mutable state and the global RNG.
+
+    >>> import torch
+    >>> bn = torch.nn.BatchNorm1d(3)
+    >>> state = ModelState.capture(bn)
+    >>> _ = bn(torch.randn(4, 3))  # training mode: updates running_mean
+    >>> state.restore()
+    >>> bn.running_mean.abs().sum().item()
+    0.0
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        modules = list(model.modules())
+        self.training = [(module, module.training) for module in modules]
+        params = list(model.parameters())
+        self.requires_grad = [(param, param.requires_grad) for param in params]
+        self.grads = [(param, param.grad) for param in params]
+        self.buffers = [
+            (module, name, buffer, buffer.detach().clone() if buffer is not None else None)
+            for module in modules
+            for name, buffer in module._buffers.items()
+        ]
+        self.parameter_slots = [(module, dict(module._parameters)) for module in modules]
+        self.hook_keys = [
+            (module, attr, list(getattr(module, attr).keys())) for module in modules for attr in _HOOK_DICTS if hasattr(module, attr)
+        ]
+        self.rng = _capture_rng()
+        self.grad_enabled = torch.is_grad_enabled()
+
+    @classmethod
+    def capture(cls, model: nn.Module) -> ModelState:
+        """Take the snapshot."""
+        return cls(model)
+
+    def restore(self) -> None:
+        """Put everything back; buffers are restored in place so references stay valid."""
+        torch.set_grad_enabled(self.grad_enabled)
+        for module, flag in self.training:
+            module.training = flag
+        for module, slots in self.parameter_slots:
+            module._parameters.clear()
+            module._parameters.update(slots)
+        for param, flag in self.requires_grad:
+            param.requires_grad_(flag)
+        for param, grad in self.grads:
+            param.grad = grad
+        with torch.no_grad():
+            for module, name, buffer, saved in self.buffers:
+                module._buffers[name] = buffer
+                if buffer is not None and saved is not None:
+                    buffer.copy_(saved)
+        for module, attr, keys in self.hook_keys:
+            hooks = getattr(module, attr)
+            for key in [key for key in hooks if key not in keys]:
+                del hooks[key]
+        _restore_rng(self.rng)
+
+
+@contextlib.contextmanager
+def preserved_state(model: nn.Module) -> Iterator[ModelState]:
+    """Snapshot ``model`` and the RNG, run the body, restore on exit (also on error).
+
+    >>> import torch
+    >>> model = torch.nn.Dropout(0.5)
+    >>> with preserved_state(model):
+    ...     _ = model.eval()
+    >>> model.training
+    True
+    """
+    state = ModelState.capture(model)
+    try:
+        yield state
+    finally:
+        state.restore()
+
+
+def _capture_rng() -> dict[str, Any]:
+    rng: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        rng["numpy"] = numpy.random.get_state()
+    return rng
+
+
+def _restore_rng(rng: dict[str, Any]) -> None:
+    torch.set_rng_state(rng["torch"])
+    random.setstate(rng["python"])
+    if "cuda" in rng:
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    if "numpy" in rng:
+        sys.modules["numpy"].random.set_state(rng["numpy"])
