@@ -10,6 +10,7 @@ tools and the cross-package integration tests are not collected.
 
 from __future__ import annotations
 
+import importlib.abc
 import os
 import subprocess
 import sys
@@ -30,3 +31,13 @@ if VENDORED_DIR:
             check=True,
         )
     sys.path.insert(0, str(_target))
+
+    class _HideVerifyCommon(importlib.abc.MetaPathFinder):
+        """Refuse ``verify_common``: a vendored check must not need it, installed or not."""
+
+        def find_spec(self, name, path=None, target=None):
+            if name == "verify_common" or name.startswith("verify_common."):
+                raise ModuleNotFoundError(f"No module named {name!r} (hidden in the vendored test run)", name=name)
+            return None
+
+    sys.meta_path.insert(0, _HideVerifyCommon())

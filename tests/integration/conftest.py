@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import zipfile
@@ -16,13 +15,6 @@ PACKAGES = {
     "bn-verify": "bn_verify",
     "batch-mix-verify": "batch_mix_verify",
 }
-
-packaging_only = pytest.mark.skipif(
-    os.environ.get("VERIFY_PACKAGING_TESTS") != "1",
-    reason="wheel builds and fresh virtual environments run in the Lightning-free matrix cell "
-    "(set VERIFY_PACKAGING_TESTS=1 to run them here)",
-)
-
 
 @pytest.fixture(scope="session")
 def dists(tmp_path_factory) -> Path:

@@ -10,9 +10,9 @@ import venv
 import pytest
 import torch
 
-from .conftest import packaging_only, wheel_of
+from .conftest import wheel_of
 
-pytestmark = [pytest.mark.packaging, packaging_only]
+pytestmark = pytest.mark.packaging
 
 PROBE = {
     "bn-verify": """

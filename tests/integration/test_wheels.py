@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from .conftest import PACKAGES, REPO_ROOT, packaging_only, wheel_metadata, wheel_of
+from .conftest import PACKAGES, REPO_ROOT, wheel_metadata, wheel_of
 
-pytestmark = [pytest.mark.packaging, packaging_only]
+pytestmark = pytest.mark.packaging
 
 
 def _source_version(distribution: str) -> str:
