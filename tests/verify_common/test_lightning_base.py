@@ -62,7 +62,7 @@ def _fit(pl, module, callback, steps=3):
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[callback],
+        callbacks=callback if isinstance(callback, list) else [callback],
     )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -134,3 +134,23 @@ def test_warn_false_stays_silent(pl):
     with warnings.catch_warnings():
         warnings.simplefilter("error", RecordingWarning)
         _fit(pl, _module_class(pl)(), RecordingCallback(fail=True, warn=False))
+
+
+class ForwardingCallback(RecordingCallback):
+    """A check that, like the real ones, runs the module itself."""
+
+    def run_check(self, pl_module, call_args):
+        pl_module(*call_args.args, **call_args.kwargs)
+        return super().run_check(pl_module, call_args)
+
+
+def test_two_callbacks_that_run_the_module_each_capture_the_real_input(pl):
+    module = _module_class(pl)()
+    first, second = ForwardingCallback(), ForwardingCallback()
+    trainer = _fit(pl, module, [first, second], steps=2)
+    assert [len(first.calls), len(second.calls)] == [1, 1]
+    for callback in (first, second):
+        assert torch.equal(callback.calls[0].args[0], torch.arange(12.0).reshape(4, 3) / 10)
+    assert module.forward_calls == 2 + 2  # two training steps, one extra call per check
+    assert trainer.global_step == 2
+    assert not module._forward_pre_hooks

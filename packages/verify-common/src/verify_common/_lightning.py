@@ -21,6 +21,10 @@ from ._inputs import CallArgs
 from ._report import emit_warning
 
 _NAMESPACES = ("lightning.pytorch", "pytorch_lightning")
+# Checks running right now.  A check runs the model, so the capture hooks of other
+# verification callbacks on the same module would fire inside it (and remove themselves
+# mid-call); while this is non-empty they let the call pass untouched.
+_RUNNING_CHECKS: list[int] = []
 
 
 def lightning_callback_classes(install_command: str) -> tuple[type, ...]:
@@ -48,6 +52,13 @@ def _concrete_class(public: type, bases: tuple[type, ...]) -> type:
     concrete = type(public.__name__, (public, *bases), {"__module__": public.__module__, "_public_class": public})
     concrete.__qualname__ = public.__qualname__
     return concrete
+
+
+def _forward_redirected(module: nn.Module) -> bool:
+    # Lightning's redirection sets an instance ``forward`` that is not the class's method,
+    # and puts the bound method back (still an instance attribute) once it has run.
+    patched = vars(module).get("forward")
+    return patched is not None and getattr(patched, "__func__", None) is not getattr(type(module), "forward", None)
 
 
 def _rebuild_callback(public: type, state: dict) -> Any:
@@ -117,6 +128,11 @@ class VerificationCallback:
     # -- internals ---------------------------------------------------------------
     def _pre_hook(self, trainer: Any) -> Any:
         def capture(name: str, module: nn.Module, args: tuple, kwargs: dict) -> None:
+            if _RUNNING_CHECKS or _forward_redirected(module):
+                # Under DDP (and other wrapped strategies) Lightning calls the module once with
+                # ``forward`` patched to ``training_step`` and the step's arguments; the real
+                # forward call with the model's inputs follows inside the step.  Wait for it.
+                return
             self._remove_hooks()
             if not self.has_run:
                 self._run(trainer, module, CallArgs(tuple(args), dict(kwargs)))
@@ -130,7 +146,11 @@ class VerificationCallback:
 
     def _run(self, trainer: Any, pl_module: nn.Module, call_args: CallArgs) -> None:
         self.has_run = True
-        ok, message = self.run_check(pl_module, call_args)
+        _RUNNING_CHECKS.append(id(self))
+        try:
+            ok, message = self.run_check(pl_module, call_args)
+        finally:
+            _RUNNING_CHECKS.pop()
         self.result, self.message = ok, (None if ok else message)
         if ok:
             return

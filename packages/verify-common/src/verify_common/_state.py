@@ -52,8 +52,9 @@ class ModelState:
         params = list(model.parameters())
         self.requires_grad = [(param, param.requires_grad) for param in params]
         self.grads = [(param, param.grad) for param in params]
+        # An uninitialized (lazy) buffer holds no data to save; it is put back as the same object.
         self.buffers = [
-            (module, name, buffer, buffer.detach().clone() if buffer is not None else None)
+            (module, name, buffer, None if _uninitialized(buffer) else buffer.detach().clone())
             for module in modules
             for name, buffer in module._buffers.items()
         ]
@@ -109,6 +110,10 @@ def preserved_state(model: nn.Module) -> Iterator[ModelState]:
         yield state
     finally:
         state.restore()
+
+
+def _uninitialized(buffer: torch.Tensor | None) -> bool:
+    return buffer is None or isinstance(buffer, torch.nn.parameter.UninitializedTensorMixin)
 
 
 def _capture_rng() -> dict[str, Any]:
