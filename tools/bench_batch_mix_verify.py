@@ -34,7 +34,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 
 import torch
 from torch import nn
@@ -42,83 +41,19 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.weak import WeakIdRef
 
+from _bench_models import CASES, timed, train_step
 from batch_mix_verify import BatchGradientVerification
-
-
-class _Block(nn.Module):
-    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c_out)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c_out)
-        self.relu = nn.ReLU()
-        self.shortcut = nn.Sequential()
-        if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + self.shortcut(x))
-
-
-class SmallResNet(nn.Module):
-    """ResNet-14-ish for 32x32 images: 16/32/64 channels, two blocks per stage."""
-
-    def __init__(self, classes: int = 10) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
-        blocks, c_in = [], 16
-        for c_out, stride in ((16, 1), (16, 1), (32, 2), (32, 1), (64, 2), (64, 1)):
-            blocks.append(_Block(c_in, c_out, stride))
-            c_in = c_out
-        self.blocks = nn.Sequential(*blocks)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, classes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.blocks(self.stem(x)))
-
-
-class SmallTransformer(nn.Module):
-    """Two TransformerEncoder layers (d_model 128, 4 heads, dropout) and a linear head."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        layer = nn.TransformerEncoderLayer(128, 4, 256, dropout=0.1, batch_first=True)
-        self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
-        self.head = nn.Linear(128, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(x))
-
-
-CASES = {
-    "resnet": (SmallResNet, lambda b: torch.randn(b, 3, 32, 32), 32),
-    "transformer": (SmallTransformer, lambda b: torch.randn(b, 64, 128), 16),
-}
-
-
-def _train_step(model: nn.Module, x: torch.Tensor) -> None:
-    model.zero_grad(set_to_none=True)
-    model(x).square().mean().backward()
 
 
 def _operation(name: str, model: nn.Module, x: torch.Tensor) -> None:
     if name == "train":
-        _train_step(model, x)
+        train_step(model, x)
     elif name == "check":
         assert BatchGradientVerification(model).check(x)
     elif name == "single":
         assert BatchGradientVerification(model).check(x, sample_idx=0)
     else:
         raise ValueError(name)
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def time_case(case: str, reps: int, one_by_one: bool) -> tuple[dict[str, float], dict[str, float]]:
@@ -131,13 +66,13 @@ def time_case(case: str, reps: int, one_by_one: bool) -> tuple[dict[str, float],
     times: dict[str, list[float]] = {"train": [], "check": [], "single": []}
     for _ in range(reps):
         for name in times:
-            times[name].append(_timed(lambda: _operation(name, model, x)))
+            times[name].append(timed(lambda: _operation(name, model, x)))
     medians = {name: statistics.median(values) for name, values in times.items()}
     ratios = {name: statistics.median(a / b for a, b in zip(values, times["train"])) for name, values in times.items()}
     if one_by_one:
         verification = BatchGradientVerification(model)
-        train = _timed(lambda: _operation("train", model, x))
-        medians["one_by_one"] = _timed(lambda: [verification.check(x, sample_idx=i) for i in range(batch)])
+        train = timed(lambda: _operation("train", model, x))
+        medians["one_by_one"] = timed(lambda: [verification.check(x, sample_idx=i) for i in range(batch)])
         ratios["one_by_one"] = medians["one_by_one"] / statistics.median([train, medians["train"]])
     return medians, ratios
 
