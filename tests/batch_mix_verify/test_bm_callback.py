@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from tests._trainer import quiet_trainer
 from batch_mix_verify import BatchGradientVerificationCallback, BatchMixingWarning
 
 INSTALL = 'pip install "batch-mix-verify[lightning]"'
@@ -41,17 +42,7 @@ def fit_with(pl, module, callback, steps=3):
     """``Trainer.fit`` for ``steps`` batches of 4; returns the BatchMixingWarnings issued."""
     generator = torch.Generator().manual_seed(0)
     data = TensorDataset(torch.randn(16, 3, generator=generator), torch.randn(16, 1, generator=generator))
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        callbacks=[callback] if callback is not None else [],
-    )
+    trainer = quiet_trainer(pl, [callback] if callback is not None else [], max_steps=steps)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer.fit(module, DataLoader(data, batch_size=4))

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from tests._trainer import quiet_trainer
 from bn_verify import BatchNormVerificationCallback, BiasBeforeNormWarning
 
 pytestmark = pytest.mark.filterwarnings(
@@ -54,17 +55,7 @@ def lit_class(pl):
 def fit(pl, module, callbacks, steps: int = 3):
     torch.manual_seed(0)
     data = TensorDataset(torch.randn(12, 3, 6, 6), torch.randint(0, 2, (12,)))
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        callbacks=callbacks,
-    )
+    trainer = quiet_trainer(pl, callbacks, max_steps=steps)
     trainer.fit(module, DataLoader(data, batch_size=4))
     return module
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from tests._trainer import quiet_trainer
 from batch_mix_verify import BatchGradientVerificationCallback, BatchMixingWarning
 from bn_verify import BatchNormVerificationCallback, BiasBeforeNormWarning
 
@@ -44,10 +45,7 @@ def _lit_class(pl):
 def _fit(pl, module, callbacks):
     torch.manual_seed(0)
     data = TensorDataset(torch.randn(32, 3, 8, 8), torch.randint(0, 10, (32,)))
-    trainer = pl.Trainer(
-        accelerator="cpu", devices=1, max_steps=4, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks,
-    )
+    trainer = quiet_trainer(pl, callbacks, max_steps=4)
     trainer.fit(module, DataLoader(data, batch_size=8))
     return module
 

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from tests._trainer import quiet_trainer
 from verify_common import CallArgs, VerificationCallback, lightning_callback_classes
 
 
@@ -54,16 +55,7 @@ def _module_class(pl):
 def _fit(pl, module, callback, steps=3):
     torch.manual_seed(0)
     data = TensorDataset(torch.arange(24.0).reshape(8, 3) / 10, torch.ones(8, 1))
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=callback if isinstance(callback, list) else [callback],
-    )
+    trainer = quiet_trainer(pl, callback if isinstance(callback, list) else [callback], max_steps=steps)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
