@@ -83,7 +83,8 @@ def test_version_is_written_normalized(repo_copy, release_tool):
 
 def _empty_unreleased(root: Path) -> None:
     path = root / "packages" / "bn-verify" / "CHANGELOG.md"
-    path.write_text(path.read_text().replace("- First release.\n", "") + "\n## 0.1.0 - 2026-01-01\n\n- Old.\n")
+    head, _, _ = path.read_text().partition("## Unreleased")
+    path.write_text(head + "## Unreleased\n\n## 0.1.0 - 2026-01-01\n\n- Old.\n")
 
 
 def _no_unreleased(root: Path) -> None:
