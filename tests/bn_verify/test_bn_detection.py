@@ -212,7 +212,12 @@ def test_linear_then_permute_then_batchnorm1d_matches_the_feature_axis(order):
         (lambda y: F.pad(y, (1, 1, 1, 1)), []),
         (lambda y: y.view(2, 8, 32).view(2, 4, 8, 8), []),
         (lambda y: y.transpose(1, 2).reshape(2, 4, 8, 8), []),
-        (lambda y: y.roll(1, 1), []),
+        (lambda y: y.roll(1, 1), [("conv", "bn")]),
+        (lambda y: y.roll(5), []),
+        (lambda y: torch.roll(y, shifts=(1, 2), dims=(0, 3)), [("conv", "bn")]),
+        (lambda y: y.flip(3), [("conv", "bn")]),
+        (lambda y: torch.fliplr(y), [("conv", "bn")]),
+        (nn.ChannelShuffle(2), [("conv", "bn")]),
         (lambda y: y.sort(1).values, []),
     ],
     ids=[
@@ -239,6 +244,11 @@ def test_linear_then_permute_then_batchnorm1d_matches_the_feature_axis(order):
         "view-mixes-channels-and-space",
         "transpose-then-reshape-scrambles",
         "roll-over-channels",
+        "roll-flattened-scrambles",
+        "roll-batch-and-width",
+        "flip-width",
+        "fliplr-channels",
+        "channel-shuffle",
         "sort",
     ],
 )
@@ -456,3 +466,67 @@ def test_reported_biases_are_really_cancelled(ops, norm):
         assert torch.allclose(before, after, atol=1e-4)
     else:
         assert not torch.allclose(before, after, atol=1e-4)
+
+
+class _InPlace(nn.Module):
+    """conv -> ``body(y, conv2(x))`` with in-place changes -> returns what body returns."""
+
+    def __init__(self, body):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.conv2 = nn.Conv2d(3, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        self.body = body
+
+    def forward(self, x):
+        return self.body(self, self.conv(x), self.conv2(x))
+
+
+def _unsqueeze_in_place_then_layernorm(m, y, _):
+    y.unsqueeze_(1)  # (N, 1, C, H, W): the mean over (C, H, W) includes the bias axis
+    return F.layer_norm(y, y.shape[2:])
+
+
+def _scale_samples_then_normalize_a_view(m, y, _):
+    view = y.view(y.shape[0], 4, -1)
+    y.mul_(torch.arange(1.0, y.shape[0] + 1).view(-1, 1, 1, 1))  # the view now varies along the batch too
+    return F.batch_norm(view, None, None, training=True)
+
+
+def _scale_samples_then_normalize_a_slice(m, y, _):
+    part = y[:, :2]
+    y.mul_(torch.arange(1.0, y.shape[0] + 1).view(-1, 1, 1, 1))
+    return F.batch_norm(part, None, None, training=True)
+
+
+def _add_other_bias_then_use_a_view(m, y, z):
+    view = y.view(y.shape[0], 4, -1)
+    y.add_(z)  # conv2's bias now flows through the view into relu
+    return F.relu(view), m.bn(z)
+
+
+def _scale_by_constant_through_a_view(m, y, z):
+    y.view(y.shape[0], 4, -1).mul_(2.0).add_(1.0)  # per-channel constants stay constants
+    return m.bn(y), z.relu()
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (_unsqueeze_in_place_then_layernorm, []),
+        (_scale_samples_then_normalize_a_view, []),
+        (_scale_samples_then_normalize_a_slice, []),
+        (_add_other_bias_then_use_a_view, []),
+        (_scale_by_constant_through_a_view, [("conv", "bn")]),
+    ],
+    ids=[
+        "unsqueeze_-then-layernorm-over-channels",
+        "mul_-by-sample-weights-seen-through-view",
+        "mul_-by-sample-weights-seen-through-slice",
+        "add_-of-another-bias-seen-through-view",
+        "constant-in-place-changes-through-view",
+    ],
+)
+def test_in_place_changes_and_views(body, expected):
+    torch.manual_seed(0)
+    assert pairs_of(_InPlace(body), torch.randn(3, 3, 6, 6)) == expected

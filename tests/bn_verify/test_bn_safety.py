@@ -89,3 +89,40 @@ def test_torchscript_module_is_refused_clearly():
     scripted = torch.jit.script(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)))
     with pytest.raises(BatchNormVerificationError, match=r"'<root>' is a TorchScript module"):
         BatchNormVerification(scripted).check(torch.randn(2, 3, 8, 8))
+
+
+class _RewritesWeights(nn.Module):
+    """A forward pass that rewrites a parameter in place (embedding max_norm, weight clipping)."""
+
+    def __init__(self, kind):
+        super().__init__()
+        self.kind = kind
+        if kind == "embedding-bag":
+            self.embed = nn.EmbeddingBag(10, 4, max_norm=0.5)
+        else:
+            self.embed = nn.Embedding(10, 4, max_norm=0.5 if kind == "embedding" else None)
+        self.linear = nn.Linear(4, 4)
+        self.bn = nn.BatchNorm1d(4)
+
+    def forward(self, ids):
+        if self.kind == "clamp":
+            with torch.no_grad():
+                self.linear.weight.clamp_(-0.01, 0.01)
+        return self.bn(self.linear(self.embed(ids)))
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["embedding", "embedding-bag", "clamp"],
+    ids=["embedding-max-norm", "embedding-bag-max-norm", "clamp_-in-forward"],
+)
+def test_parameters_rewritten_by_the_forward_pass_are_put_back(kind):
+    torch.manual_seed(0)
+    model = _RewritesWeights(kind)
+    ids = torch.randint(0, 10, (6, 3) if kind == "embedding-bag" else (6,))
+    before = {name: param.detach().clone() for name, param in model.named_parameters()}
+    objects = dict(model.named_parameters())
+    assert BatchNormVerification(model).check(ids) is False
+    for name, param in model.named_parameters():
+        assert param is objects[name]
+        assert torch.equal(param, before[name]), name

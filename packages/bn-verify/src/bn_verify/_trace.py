@@ -11,9 +11,9 @@ these axes of this tensor".  A fact is born where a parameter-derived tensor is
 added to an activation (``F.conv2d``/``F.linear`` with a bias, or a plain
 ``x + self.bias``).  It follows the tensor through the operations that keep an
 added per-channel constant an added constant with known axes (reshapes and
-permutes, pooling, upsampling, padding, dropout taken as identity, sums with
-other tensors, scaling, concatenation) and ends at every other use.  Each use is
-recorded against the bias parameter: a normalization whose mean reduction
+permutes, flips and rolls, pooling, upsampling, padding, dropout taken as
+identity, sums with other tensors, scaling, concatenation) and ends at every
+other use.  Each use is recorded against the bias parameter: a normalization whose mean reduction
 covers none of the fact's axes *cancels* it; any other use (a non-linearity, a
 matmul, being returned, a normalization that averages along the bias) *keeps*
 it.  A bias is redundant when it was cancelled at least once and never kept.
@@ -40,6 +40,7 @@ _BN_RESHAPE = "reshape"
 _BN_BROADCAST = "broadcast"
 _BN_SAME_RANK = "same_rank"  # slices along axes, pooling, upsampling: axes keep their index
 _BN_SELECT = "select"
+_BN_ROLL = "roll"  # along given dims: axes keep their index; without dims it shifts the flattened tensor
 _BN_GETITEM = "getitem"
 _BN_AVG_POOL = "avg_pool"
 _BN_PAD = "pad"
@@ -89,8 +90,11 @@ for _bn_kind, _bn_names in {
         "F.adaptive_max_pool2d_with_indices F.adaptive_max_pool3d_with_indices torch.adaptive_avg_pool1d "
         "F.adaptive_avg_pool1d F.adaptive_avg_pool2d F.adaptive_avg_pool3d F.interpolate F.upsample "
         "F.upsample_nearest F.upsample_bilinear F.fractional_max_pool2d F.fractional_max_pool3d "
-        "F.fractional_max_pool2d_with_indices F.fractional_max_pool3d_with_indices"
+        "F.fractional_max_pool2d_with_indices F.fractional_max_pool3d_with_indices "
+        "Tensor.flip torch.flip Tensor.fliplr torch.fliplr Tensor.flipud torch.flipud torch.channel_shuffle "
+        "F.channel_shuffle torch.native_channel_shuffle"
     ),
+    _BN_ROLL: "Tensor.roll torch.roll",
     _BN_SELECT: "Tensor.select torch.select Tensor.unbind torch.unbind",
     _BN_GETITEM: "Tensor.__getitem__",
     _BN_AVG_POOL: "torch.avg_pool1d F.avg_pool1d F.avg_pool2d F.avg_pool3d",
@@ -138,6 +142,12 @@ _BN_VALUE_READERS = frozenset(
     "Tensor.item Tensor.tolist Tensor.numpy Tensor.__bool__ Tensor.__float__ Tensor.__int__ Tensor.__index__ "
     "torch.equal Tensor.equal torch.allclose Tensor.allclose torch.is_nonzero".split()
 )
+# Calls that rewrite a parameter in place inside (embedding max_norm renormalizes the looked-up rows):
+# (position, keyword) of the weight, then of the argument that turns the rewrite on.
+_BN_PARAM_WRITERS = {
+    "F.embedding": (1, "weight", 3, "max_norm"),
+    "F.embedding_bag": (1, "weight", 3, "max_norm"),
+}
 # Dropout inside attention is switched off so that the pass is deterministic: (position, keyword).
 _BN_ATTENTION_DROPOUT = {"F.scaled_dot_product_attention": (4, "dropout_p"), "F.multi_head_attention_forward": (10, "dropout_p")}
 _BN_PRIMES = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53)
@@ -360,6 +370,13 @@ class BiasTracer(TorchFunctionMode):
             key: (param, key) for key, (_, _, param) in self.owners.items()
         }
         self.buffers = {id(buffer) for buffer in model.buffers()}
+        # Parameters by storage, to save one before a call rewrites it in place (restored after the pass).
+        self.parameter_storages: dict[int, torch.Tensor] = {}
+        for _, _, param in self.owners.values():
+            pointer = _bn_storage(param)
+            if pointer:
+                self.parameter_storages.setdefault(pointer, param)
+        self.written_parameters: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         # Tensors carrying facts: id -> (tensor, facts).  The tensor is held so that its id stays unique.
         self.facts: dict[int, tuple[torch.Tensor, tuple[Fact, ...]]] = {}
         self.sources: dict[int, BiasSource] = {}
@@ -393,6 +410,17 @@ class BiasTracer(TorchFunctionMode):
         tracked, derived_key, activations = self._scan(args, kwargs)
         if kind == _BN_NORM:
             return self._normalization(func, name, args, kwargs, tracked)
+        target = args[0] if args else kwargs.get("input", kwargs.get("self"))
+        mutated = target if _bn_mutates(name) and isinstance(target, torch.Tensor) else None
+        if mutated is not None and kind not in (_BN_IDENTITY, _BN_PERMUTE, _BN_RESHAPE):
+            self._save_parameter(mutated)
+        elif name in _BN_PARAM_WRITERS:
+            weight_index, weight_keyword, switch_index, switch_keyword = _BN_PARAM_WRITERS[name]
+            if _bn_arg(args, kwargs, switch_index, switch_keyword) is not None:
+                self._save_parameter(_bn_arg(args, kwargs, weight_index, weight_keyword))
+        # An in-place reshape changes the tensor's shape under us: map its axes from the shape it had.
+        shape_before = tuple(mutated.shape) if mutated is not None else None
+        facts_before = self._live(mutated) if mutated is not None else ()
         out = func(*args, **kwargs)
         if derived_key is not None and not activations:
             # Computed from parameters alone (a view of a bias, a parametrization): still a parameter.
@@ -404,8 +432,44 @@ class BiasTracer(TorchFunctionMode):
         elif kind == _BN_ADD:
             self._add(args, kwargs, out)
         elif tracked:
-            self._propagate(func, name, kind, args, kwargs, out, tracked)
+            self._propagate(func, name, kind, args, kwargs, out, tracked, shape_before)
+        if mutated is not None and kind in (_BN_ADD, _BN_MUL):
+            self._guard_aliases(mutated, facts_before, name)
         return out
+
+    def restore_parameters(self) -> None:
+        """Put back the values of parameters that a call rewrote in place during the pass."""
+        with torch.no_grad():
+            for param, saved in self.written_parameters.values():
+                param.copy_(saved)
+        self.written_parameters.clear()
+
+    def _save_parameter(self, tensor: Any) -> None:
+        if not isinstance(tensor, torch.Tensor):
+            return
+        param = self.parameter_storages.get(_bn_storage(tensor))
+        if param is not None and id(param) not in self.written_parameters:
+            self.written_parameters[id(param)] = (param, param.detach().clone())
+
+    def _guard_aliases(self, mutated: torch.Tensor, facts_before: tuple, name: str) -> None:
+        # Other views of the same memory keep the facts they had before this in-place change of
+        # their values: they no longer describe what those views hold, so every bias involved is kept.
+        if set(self._live(mutated)) == set(facts_before):
+            return
+        pointer = _bn_storage(mutated)
+        if not pointer:
+            return
+        aliases = [
+            tensor
+            for tensor, _ in list(self.facts.values())
+            if tensor is not mutated and _bn_storage(tensor) == pointer and self._live(tensor)
+        ]
+        if aliases:
+            for key, _ in facts_before:
+                source = self.sources[key]
+                if source.kept_because is None:
+                    source.kept_because = f"changed in place by {name} while another view of it was in use"
+            self._keep([mutated, *aliases], f"changed in place by {name} while another view of it was in use")
 
     # -- bookkeeping -------------------------------------------------------------------
     def _scan(self, args: tuple, kwargs: dict) -> tuple[list, int | None, int]:
@@ -592,7 +656,17 @@ class BiasTracer(TorchFunctionMode):
         return frozenset(range(ndim - count, ndim))
 
     # -- where facts travel ------------------------------------------------------------
-    def _propagate(self, func: Any, name: str, kind: str, args: tuple, kwargs: dict, out: Any, tracked: list) -> None:
+    def _propagate(
+        self,
+        func: Any,
+        name: str,
+        kind: str,
+        args: tuple,
+        kwargs: dict,
+        out: Any,
+        tracked: list,
+        shape_before: Any = None,
+    ) -> None:
         if name in _BN_VALUE_READERS or (kind == _BN_STOP and not _bn_outputs(out) and not _bn_mutates(name)):
             if name in _BN_VALUE_READERS:
                 self._keep(tracked, f"read by {name}")
@@ -616,14 +690,23 @@ class BiasTracer(TorchFunctionMode):
             return
         facts = self._live(source)
         for result in _bn_outputs(out):
-            mapped = self._map_axes(func, name, kind, args, kwargs, source, result, facts)
+            mapped = self._map_axes(func, name, kind, args, kwargs, source, result, facts, shape_before)
             if mapped is None:
                 self._keep([source], f"used by {name}")
                 return
             self._set(result, mapped)
 
     def _map_axes(
-        self, func: Any, name: str, kind: str, args: tuple, kwargs: dict, source: torch.Tensor, result: torch.Tensor, facts: tuple
+        self,
+        func: Any,
+        name: str,
+        kind: str,
+        args: tuple,
+        kwargs: dict,
+        source: torch.Tensor,
+        result: torch.Tensor,
+        facts: tuple,
+        shape_before: Any = None,
     ) -> list | None:
         if not result.is_floating_point() and not result.is_complex():
             return [] if kind == _BN_SAME_RANK else None  # pooling indices carry no bias; a cast to int uses it
@@ -647,7 +730,16 @@ class BiasTracer(TorchFunctionMode):
         if kind == _BN_RESHAPE:
             if any(isinstance(value, torch.dtype) for value in args[1:]):
                 return None  # x.view(dtype) reinterprets the bits
-            return [(key, _bn_clip(shape, _bn_reshape_axes(source.shape, shape, axes))) for key, axes in facts]
+            before = shape_before if shape_before is not None else source.shape
+            return [(key, _bn_clip(shape, _bn_reshape_axes(before, shape, axes))) for key, axes in facts]
+        if kind == _BN_ROLL:
+            if result.dim() != source.dim():
+                return None
+            dims = _bn_arg(args, kwargs, 2, "dims", None)
+            if dims is None or (isinstance(dims, (tuple, list)) and not dims):
+                # Shifted as one flat sequence: values move across every axis.
+                return [(key, _bn_clip(shape, range(len(shape)) if axes else ())) for key, axes in facts]
+            return [(key, _bn_clip(shape, axes)) for key, axes in facts]
         if kind == _BN_BROADCAST:
             return [(key, _bn_clip(shape, _bn_right_aligned(source, result, axes))) for key, axes in facts]
         if kind == _BN_SELECT:
@@ -703,6 +795,16 @@ class BiasTracer(TorchFunctionMode):
                 # Elsewhere along ``dim`` the other pieces carry other values: the bias varies along it.
                 facts.append((key, _bn_clip(out.shape, moved | {dim})))
         self._set(out, facts)
+
+
+def _bn_storage(tensor: torch.Tensor) -> int:
+    """The address of a tensor's memory (0 where it has none, as on the meta device)."""
+    try:
+        if tensor.device.type == "meta" or isinstance(tensor, torch.nn.parameter.UninitializedTensorMixin):
+            return 0
+        return tensor.untyped_storage().data_ptr()
+    except Exception:
+        return 0
 
 
 def _bn_mutates(name: str) -> bool:
