@@ -18,8 +18,6 @@ own output rows depend on other rows of its own input.
 from __future__ import annotations
 
 import contextlib
-import itertools
-import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -39,9 +37,10 @@ from verify_common import (
 )
 
 from ._findings import BatchMixingReport, MixingModule, SampleDependency
-from ._integer import _BmIntegerFollower
+from ._integer import _BmIntegerFollower, _bm_root_provenance
 from ._mapping import (
     _bm_batch_axis,
+    _bm_codes,
     _bm_flatten_rows,
     _bm_is_differentiable,
     _bm_output_rows,
@@ -51,6 +50,7 @@ from ._mapping import (
 
 _BM_CHECK_NAME = "BatchGradientVerification"
 _BM_SEED = 0x5EED
+_BM_HALF_SCALE = 256.0  # weight scale for float16 leaves (see _bm_weight_scale)
 
 
 class BatchMixingWarning(UserWarning):
@@ -334,7 +334,10 @@ class _BmTrace:
         self.matrix: torch.Tensor | None = None
         self.leaves: list[torch.Tensor] = []
         self.axes: list[int | None] = []
+        # Per leaf: None (row r is input sample r) or (rows, B) bool, the input samples of each row.
+        self.maps: list[torch.Tensor | None] = []
         self.sources: list[str] = []
+        self.nan_cache: dict[str, Any] = {}
         self.calls: list[tuple[str, nn.Module, list[torch.Tensor], list[torch.Tensor]]] = []
 
 
@@ -347,7 +350,11 @@ def _bm_forward(
 ) -> _BmTrace:
     trace = _BmTrace()
     size = plan.batch_size
-    follower = _BmIntegerFollower(plan.integers, size, batch_dim) if plan.integers else None
+    # The model gets clones of the batch tensors, so that a forward that edits its input in
+    # place still runs and every forward pass (and replay) starts from the same values.
+    clones = {id(t): t.clone() for t in plan.floats + plan.integers}
+    integers = [clones[id(t)] for t in plan.integers]
+    follower = _BmIntegerFollower(integers, size, batch_dim) if integers else None
     pending: dict[int, list[tuple[int, list[torch.Tensor]]]] = {}
 
     def roots_so_far() -> int:
@@ -363,9 +370,7 @@ def _bm_forward(
         outputs = [t for t in iter_tensors(output) if t.requires_grad]
         trace.calls.append((name, module, inputs + created, outputs))
 
-    # The model gets clones of the leaves, so that a forward that edits its input in place still runs.
-    leaf_ids = {id(t) for t in plan.floats}
-    call_args = plan.call_args.map(lambda t: t.clone() if id(t) in leaf_ids else t)
+    call_args = plan.call_args.map(lambda t: clones.get(id(t), t))
     recording = forward_hooks(model.named_modules(), hook=after, pre_hook=before) if record else contextlib.nullcontext()
     with recording:
         with follower if follower is not None else contextlib.nullcontext():
@@ -374,13 +379,22 @@ def _bm_forward(
     for index, leaf in enumerate(plan.floats):
         trace.leaves.append(leaf)
         trace.axes.append(batch_dim)
+        trace.maps.append(None)
         trace.sources.append(f"input tensor {index} {tuple(leaf.shape)}")
-    for leaf, axis, op in follower.roots if follower is not None else ():
+    roots = follower.roots if follower is not None else []
+    maps = _bm_root_provenance(follower, list(zip(integers, plan.integers)), size, batch_dim) if roots else []
+    for index, (leaf, axis, op) in enumerate(roots):
+        row_map = maps[index] if maps is not None else None
+        if axis is None and row_map is None:
+            continue  # no batch axis and no known provenance: nothing to attribute its gradient to
         trace.leaves.append(leaf)
         trace.axes.append(axis)
-        if axis is not None:
-            trace.sources.append(f"{op} output {tuple(leaf.shape)} computed from integer inputs")
-    if not any(axis is not None for axis in trace.axes):
+        trace.maps.append(row_map)
+        source = f"{op} output {tuple(leaf.shape)} computed from integer inputs"
+        if row_map is not None and bool((row_map if axis is None else row_map & ~torch.eye(size, dtype=torch.bool)).any()):
+            source += " (its rows mix integer inputs of other samples)"
+        trace.sources.append(source)
+    if not trace.leaves:
         raise _bm_fail(
             "found no floating tensor with the batch size to take gradients at: the integer inputs "
             f"(shapes {_bm_shapes(plan.integers)}) never became floating tensors with {size} samples "
@@ -419,17 +433,6 @@ def _bm_output_matrix(output: Any, output_mapping: Any, size: int, batch_dim: in
 # -- the backward passes --------------------------------------------------------------
 
 
-def _bm_codes(size: int) -> torch.Tensor:
-    """``(B, k)`` bool: distinct codes with k//2 ones, k the smallest with C(k, k//2) >= B."""
-    k = 2
-    while math.comb(k, k // 2) < size:
-        k += 1
-    bits = torch.zeros(size, k, dtype=torch.bool)
-    for row, ones in enumerate(itertools.islice(itertools.combinations(range(k), k // 2), size)):
-        bits[row, list(ones)] = True
-    return bits
-
-
 def _bm_generator(device: torch.device) -> torch.Generator:
     # A private generator: the global RNG is never consumed, and the weights are reproducible.
     generator = torch.Generator(device=device)
@@ -437,45 +440,98 @@ def _bm_generator(device: torch.device) -> torch.Generator:
     return generator
 
 
-def _bm_weights(like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    # Positive weights in [1, 2): sums of them cannot cancel, and a tiny leak times them stays
-    # far from the float16/bfloat16 underflow threshold.
+def _bm_weights(like: torch.Tensor, generator: torch.Generator, scale: float = 1.0) -> torch.Tensor:
+    # Positive weights in [scale, 2 * scale): a sum of them cannot cancel exactly by chance.
     weights = torch.rand(like.shape, generator=generator, device=like.device, dtype=torch.float32)
-    return weights.add_(1.0).to(like.dtype)
+    return weights.add_(1.0).mul_(scale).to(like.dtype)
 
 
-def _bm_rows_with_gradient(grads: tuple, axes: list[int | None], size: int, device: torch.device) -> torch.Tensor:
-    """``(B,)`` bool: which input samples received a nonzero (or NaN) gradient in any leaf."""
+def _bm_weight_scale(tensors: list[torch.Tensor]) -> float:
+    """Loss-scaling for float16 leaves: a leak scaled by 1e-7 and averaged over the batch
+    would otherwise underflow to an exact zero gradient in float16 (bfloat16 has float32's range)."""
+    return _BM_HALF_SCALE if any(t.dtype == torch.float16 for t in tensors) else 1.0
+
+
+
+def _bm_rows_with_gradient(
+    grads: tuple,
+    axes: list[int | None],
+    size: int,
+    device: torch.device,
+    maps: list[torch.Tensor | None] | None = None,
+    ignore: list[torch.Tensor | None] | None = None,
+) -> torch.Tensor:
+    """``(B,)`` bool: which input samples received a nonzero (or NaN) gradient in any leaf.
+
+    ``maps[i]`` (when given and not ``None``) says which input samples each row of leaf i
+    comes from; ``ignore[i]`` masks elements whose gradient is NaN whatever the seed.
+    """
     rows = torch.zeros(size, dtype=torch.bool, device=device)
-    for grad, axis in zip(grads, axes):
-        if grad is None or axis is None or grad.numel() == 0:
+    for index, (grad, axis) in enumerate(zip(grads, axes)):
+        row_map = maps[index] if maps is not None else None
+        if grad is None or grad.numel() == 0 or (axis is None and row_map is None):
             continue
         nonzero = grad != 0
-        others = tuple(d for d in range(grad.ndim) if d != axis)
-        rows |= nonzero.any(dim=others) if others else nonzero
+        if ignore is not None and ignore[index] is not None:
+            nonzero &= ~ignore[index]
+        if axis is None:
+            leaf_rows = nonzero.any().reshape(1)
+        else:
+            others = tuple(d for d in range(grad.ndim) if d != axis)
+            leaf_rows = nonzero.any(dim=others) if others else nonzero
+        if row_map is None:
+            rows |= leaf_rows
+        else:
+            rows |= (leaf_rows.unsqueeze(1) & row_map.to(device)).any(dim=0)
     return rows
 
 
-def _bm_passes(trace: _BmTrace, seeds: list[torch.Tensor], keep_graph: bool) -> list[torch.Tensor]:
+def _bm_seeded_rows(
+    outputs: list[torch.Tensor],
+    grad_outputs: list[torch.Tensor],
+    leaves: list[torch.Tensor],
+    axes: list[int | None],
+    maps: list[torch.Tensor | None] | None,
+    seed: torch.Tensor,
+    cache: dict[str, Any],
+) -> torch.Tensor:
+    """``(B,)`` bool: the input samples outside ``seed`` that received gradient from the seeded outputs.
+
+    A gradient that is NaN even when every seed weight is zero (``0 * inf`` in the backward of
+    ``sqrt`` at 0, a NaN sample) says nothing about dependencies: such elements are found with
+    one extra backward pass, only when NaNs would otherwise raise an alarm, and ignored.
+    """
+    size = seed.shape[0]
+    grads = torch.autograd.grad(outputs, leaves, grad_outputs, retain_graph=True, allow_unused=True)
+    rows = _bm_rows_with_gradient(grads, axes, size, seed.device, maps, cache.get("nan"))
+    if bool((rows & ~seed).any()) and "nan" not in cache and any(g is not None and bool(g.isnan().any()) for g in grads):
+        zeros = [torch.zeros_like(g) for g in grad_outputs]
+        baseline = torch.autograd.grad(outputs, leaves, zeros, retain_graph=True, allow_unused=True)
+        cache["nan"] = [None if g is None else g.isnan() for g in baseline]
+        rows = _bm_rows_with_gradient(grads, axes, size, seed.device, maps, cache["nan"])
+    return rows & ~seed
+
+
+def _bm_passes(trace: _BmTrace, seeds: list[torch.Tensor]) -> list[torch.Tensor]:
     """For each seed mask (B,) bool: the input samples outside the mask that received gradient."""
     matrix = trace.matrix
     generator = _bm_generator(matrix.device)
-    weights = _bm_weights(matrix, generator)
+    weights = _bm_weights(matrix, generator, _bm_weight_scale(trace.leaves))
     found = []
-    for index, seed in enumerate(seeds):
+    for seed in seeds:
         seed = seed.to(matrix.device)
         grad_output = weights * seed.to(weights.dtype).unsqueeze(1)
-        retain = keep_graph or index < len(seeds) - 1
-        grads = torch.autograd.grad(matrix, trace.leaves, grad_output, retain_graph=retain, allow_unused=True)
-        rows = _bm_rows_with_gradient(grads, trace.axes, matrix.shape[0], matrix.device)
-        found.append(rows & ~seed)
+        # The graph is kept for every pass (a NaN baseline may need it); it is freed with the trace.
+        found.append(
+            _bm_seeded_rows([matrix], [grad_output], trace.leaves, trace.axes, trace.maps, seed, trace.nan_cache)
+        )
     return found
 
 
 def _bm_dependencies(trace: _BmTrace, size: int, sample_idx: int | None) -> tuple[SampleDependency, ...]:
     outputs = list(range(size)) if sample_idx is None else [sample_idx]
     eye = torch.eye(size, dtype=torch.bool)
-    rows = torch.stack(_bm_passes(trace, [eye[i] for i in outputs], keep_graph=True)).cpu()
+    rows = torch.stack(_bm_passes(trace, [eye[i] for i in outputs])).cpu()
     depends = torch.zeros(size, size, dtype=torch.bool)
     depends[outputs] = rows
     pairs = depends.nonzero().tolist()
@@ -494,17 +550,18 @@ def _bm_first_mixing_module(trace: _BmTrace, size: int, batch_dim: int, codes: t
         if not ins or not outs:
             continue
         generator = _bm_generator(outs[0][0].device)
+        scale = _bm_weight_scale([t for t, _ in ins])
+        cache: dict[str, Any] = {}
         for column in range(codes.shape[1]):
             seed = codes[:, column].to(outs[0][0].device)
-            grad_outputs = [_bm_weights(t, generator) * _bm_along(seed, t, axis) for t, axis in outs]
+            grad_outputs = [_bm_weights(t, generator, scale) * _bm_along(seed, t, axis) for t, axis in outs]
             try:
-                grads = torch.autograd.grad(
-                    [t for t, _ in outs], [t for t, _ in ins], grad_outputs, retain_graph=True, allow_unused=True
+                rows = _bm_seeded_rows(
+                    [t for t, _ in outs], grad_outputs, [t for t, _ in ins], [axis for _, axis in ins], None, seed, cache
                 )
             except RuntimeError:
                 break  # this call's graph cannot be replayed on its own (e.g. edited in place); skip it
-            rows = _bm_rows_with_gradient(grads, [axis for _, axis in ins], size, seed.device)
-            if bool((rows & ~seed).any()):
+            if bool(rows.any()):
                 shapes_in = _bm_shapes([t for t, _ in ins])
                 shapes_out = _bm_shapes([t for t, _ in outs])
                 detail = (
@@ -573,7 +630,7 @@ def _bm_decide(model: nn.Module, plan: _BmPlan, output_mapping: Any, sample_idx:
         seeds = [codes[:, column] for column in range(codes.shape[1])]
     else:
         seeds = [torch.arange(size) == sample_idx]
-    found = _bm_passes(trace, seeds, keep_graph=False)
+    found = _bm_passes(trace, seeds)
     mixing = bool(torch.stack(found).any())
     sources = tuple(trace.sources)
     del trace

@@ -7,6 +7,13 @@ in turn; the first floating result that no differentiable tensor feeds (an
 embedding lookup, ``ids.float()``, a mask turned into an additive bias)
 is replaced by a detached copy that requires grad.  Those copies are where
 the check measures which input samples an output sample depends on.
+
+Rows of such a copy need not belong to the sample of the same index: ids
+flipped, rolled or viewed wrongly before the embedding mix samples in the
+integer domain, where no gradient flows.  The follower therefore records the
+integer calls it watched, and ``_bm_root_provenance`` replays them with the
+ids of some samples changed, to learn which input samples each row of each
+copy really comes from.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from typing import Any
 import torch
 from torch.overrides import TorchFunctionMode
 
-from ._mapping import _bm_batch_axis, _bm_is_differentiable
+from ._mapping import _bm_batch_axis, _bm_codes, _bm_is_differentiable
 
 
 class _BmIntegerFollower(TorchFunctionMode):
@@ -30,6 +37,8 @@ class _BmIntegerFollower(TorchFunctionMode):
         self.batch_size = batch_size
         self.batch_dim = batch_dim
         self.roots: list[tuple[torch.Tensor, int | None, str]] = []  # (leaf, batch axis, producing op)
+        # (func, args, kwargs, output, root index or None) of every watched call, for replays.
+        self.calls: list[tuple[Any, tuple, dict, Any, int | None]] = []
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
@@ -38,21 +47,26 @@ class _BmIntegerFollower(TorchFunctionMode):
         if not any(id(t) in self.watched for t in arguments):
             return out
         if isinstance(out, torch.Tensor):
-            return self._follow(out, arguments, func)
+            return self._follow(out, arguments, func, args, kwargs)
+        if not any(t.requires_grad for t in arguments):
+            self.calls.append((func, args, kwargs, out, None))
         if isinstance(out, (tuple, list)):
             for item in out:
                 if isinstance(item, torch.Tensor) and not _bm_is_differentiable(item):
                     self.watched[id(item)] = item
         return out
 
-    def _follow(self, out: torch.Tensor, arguments: list[torch.Tensor], func: Any) -> torch.Tensor:
+    def _follow(self, out: torch.Tensor, arguments: list[torch.Tensor], func: Any, args: tuple, kwargs: dict) -> torch.Tensor:
         if not _bm_is_differentiable(out):
             self.watched[id(out)] = out
+            if not any(t.requires_grad for t in arguments):
+                self.calls.append((func, args, kwargs, out, None))
             return out
         if out.requires_grad or any(t.requires_grad for t in arguments):
             return out  # already on a differentiable path (e.g. masked_fill of activations)
         leaf = out.detach().requires_grad_()
         axis = _bm_batch_axis(leaf, self.batch_size, self.batch_dim)
+        self.calls.append((func, args, kwargs, out, len(self.roots)))
         self.roots.append((leaf, axis, getattr(func, "__name__", str(func))))
         return leaf
 
@@ -67,3 +81,129 @@ def _bm_walk_tensors(obj: Any) -> Iterator[torch.Tensor]:
     elif isinstance(obj, dict):
         for item in obj.values():
             yield from _bm_walk_tensors(item)
+
+
+def _bm_root_provenance(
+    follower: _BmIntegerFollower, inputs: list[tuple[torch.Tensor, torch.Tensor]], size: int, batch_dim: int
+) -> list[torch.Tensor | None] | None:
+    """Per root: ``(rows, B)`` bool, which input samples each row (along its batch axis) comes from.
+
+    ``None`` for a root whose row r comes from input sample r only (the usual embedding
+    lookup); the whole list is ``None`` when the recorded integer calls cannot be replayed.
+    ``inputs`` pairs each integer tensor the forward pass used with a pristine copy of its
+    values.  A root without a batch axis counts as one row.  The calls are replayed with the ids of
+    some samples changed (to other values seen in the same tensor), first for the k code
+    passes, then, only when a row changed that should not have, once per sample.
+    """
+    if not follower.roots:
+        return []
+    try:
+        baseline = _bm_replay(follower, inputs, None, batch_dim)
+        axes = [axis for _, axis, _ in follower.roots]
+        bits = _bm_codes(size)
+        suspicious = False
+        for column in range(bits.shape[1]):
+            changed = _bm_replay(follower, inputs, ~bits[:, column], batch_dim)
+            for index, axis in enumerate(axes):
+                rows = _bm_changed_rows(baseline[index], changed[index], axis)
+                if rows is None:
+                    continue
+                # A changed row of an unperturbed sample, or any change of a root without a batch axis.
+                unexpected = rows if axis is None else rows & bits[:, column].to(rows.device)
+                suspicious = suspicious or bool(unexpected.any())
+        if not suspicious:
+            return [None] * len(axes)
+        maps = [torch.zeros(1 if axis is None else size, size, dtype=torch.bool) for axis in axes]
+        for sample in range(size):
+            changed = _bm_replay(follower, inputs, torch.arange(size) == sample, batch_dim)
+            for index, axis in enumerate(axes):
+                rows = _bm_changed_rows(baseline[index], changed[index], axis)
+                if rows is not None:
+                    maps[index][:, sample] |= rows.cpu()
+        for index, axis in enumerate(axes):
+            if axis is not None:
+                maps[index] |= torch.eye(size, dtype=torch.bool)  # a row always stands for its own sample
+        return maps
+    except Exception:  # noqa: BLE001 - an integer pipeline that cannot be replayed: keep the identity
+        return None
+
+
+def _bm_changed_rows(before: torch.Tensor | None, after: torch.Tensor | None, axis: int | None) -> torch.Tensor | None:
+    if before is None or after is None or before.shape != after.shape:
+        return None
+    same = (before == after) | (before.isnan() & after.isnan())
+    differ = ~same
+    if axis is None:
+        return differ.any().reshape(1)
+    others = tuple(d for d in range(differ.ndim) if d != axis)
+    return differ.any(dim=others) if others else differ
+
+
+_BM_MUTATING_DUNDERS = frozenset(
+    {"__setitem__", "__delitem__"}
+    | {f"__i{op}__" for op in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "and", "or", "xor", "lshift", "rshift", "matmul")}
+)
+
+
+def _bm_replay(
+    follower: _BmIntegerFollower,
+    inputs: list[tuple[torch.Tensor, torch.Tensor]],
+    perturbed: torch.Tensor | None,
+    batch_dim: int,
+) -> list[torch.Tensor | None]:
+    """Re-run the recorded integer calls from the pristine inputs (samples in ``perturbed`` changed)."""
+    env: dict[int, Any] = {}
+    for used, tensor in inputs:
+        copy = tensor.clone()
+        if perturbed is not None and bool(perturbed.any()):
+            index = perturbed.nonzero().flatten().to(tensor.device)
+            copy.index_copy_(batch_dim, index, _bm_other_values(tensor).index_select(batch_dim, index))
+        env[id(used)] = copy
+    roots: list[torch.Tensor | None] = [None] * len(follower.roots)
+    state = torch.get_rng_state()
+    try:
+        for func, args, kwargs, out, root in follower.calls:
+            if not any(id(t) in env for t in _bm_walk_tensors((args, kwargs))):
+                continue
+            name = getattr(func, "__name__", "")
+            target = kwargs.get("out", args[0] if args else None)
+            mutates = name in _BM_MUTATING_DUNDERS or "out" in kwargs or (name.endswith("_") and not name.startswith("__"))
+            if mutates and not (isinstance(target, torch.Tensor) and id(target) in env):
+                continue  # never edit a tensor of the real forward pass
+            new_args, new_kwargs = _bm_substitute((args, kwargs), env)
+            new_out = func(*new_args, **new_kwargs)
+            if isinstance(out, torch.Tensor):
+                env[id(out)] = new_out
+            elif isinstance(out, (tuple, list)) and isinstance(new_out, (tuple, list)):
+                for old, new in zip(out, new_out):
+                    if isinstance(old, torch.Tensor):
+                        env[id(old)] = new
+            if root is not None and isinstance(new_out, torch.Tensor):
+                roots[root] = new_out.detach()
+    finally:
+        torch.set_rng_state(state)
+    return roots
+
+
+def _bm_other_values(tensor: torch.Tensor) -> torch.Tensor:
+    """Every element changed to another value seen in the same tensor (so ids stay valid ids)."""
+    if tensor.dtype == torch.bool:
+        return ~tensor
+    values = tensor.unique()
+    if values.numel() < 2:
+        value = int(values[0]) if values.numel() else 0
+        return torch.full_like(tensor, value - 1 if value > 0 else value + 1)
+    position = torch.searchsorted(values, tensor.contiguous())
+    return values[(position + 1) % values.numel()]
+
+
+def _bm_substitute(obj: Any, env: dict[int, Any]) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return env.get(id(obj), obj)
+    if isinstance(obj, tuple) and not hasattr(obj, "_fields"):
+        return tuple(_bm_substitute(item, env) for item in obj)
+    if isinstance(obj, list):
+        return [_bm_substitute(item, env) for item in obj]
+    if isinstance(obj, dict):
+        return {key: _bm_substitute(item, env) for key, item in obj.items()}
+    return obj

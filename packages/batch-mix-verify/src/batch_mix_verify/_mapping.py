@@ -8,6 +8,8 @@ the check meets on its way through the model.
 
 from __future__ import annotations
 
+import itertools
+import math
 from typing import Any
 
 import torch
@@ -112,3 +114,14 @@ def _bm_batch_axis(tensor: torch.Tensor, batch_size: int, batch_dim: int) -> int
 
 def _bm_is_differentiable(tensor: torch.Tensor) -> bool:
     return tensor.is_floating_point() or tensor.is_complex()
+
+
+def _bm_codes(size: int) -> torch.Tensor:
+    """``(B, k)`` bool: distinct codes with k//2 ones, k the smallest with C(k, k//2) >= B."""
+    k = 2
+    while math.comb(k, k // 2) < size:
+        k += 1
+    bits = torch.zeros(size, k, dtype=torch.bool)
+    for row, ones in enumerate(itertools.islice(itertools.combinations(range(k), k // 2), size)):
+        bits[row, list(ones)] = True
+    return bits
