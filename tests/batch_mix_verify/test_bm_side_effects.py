@@ -128,3 +128,23 @@ def test_integer_follower_is_gone_after_the_check():
     BatchGradientVerification(model).check(torch.randint(0, 10, (3, 4)))
     out = torch.randint(0, 10, (3,)).float()  # no mode left active: plain tensors, no grad
     assert not out.requires_grad
+
+
+class _RenormalizingEmbedding(nn.Module):
+    """``nn.Embedding(max_norm=...)`` rewrites its weight rows in place on every forward pass."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(10, 4, max_norm=0.5)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, ids):
+        return self.head(self.emb(ids))
+
+
+def test_parameters_rewritten_by_the_forward_pass_are_put_back():
+    torch.manual_seed(0)
+    model = _RenormalizingEmbedding()
+    weight = model.emb.weight.detach().clone()
+    assert BatchGradientVerification(model).check(torch.randint(0, 10, (4, 3)))
+    assert torch.equal(model.emb.weight, weight)

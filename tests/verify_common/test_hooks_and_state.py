@@ -95,3 +95,34 @@ def test_model_state_capture_and_restore_keep_user_hooks():
     model[0].register_forward_hook(lambda *a: None)
     state.restore()
     assert list(model[0]._forward_hooks) == [handle.id]
+
+
+@pytest.mark.parametrize(
+    "rewrite",
+    [
+        lambda m: nn.functional.embedding(torch.tensor([[0, 1]]), m.emb.weight, max_norm=0.1),
+        lambda m: m.lin.weight.data.clamp_(-0.01, 0.01),
+        lambda m: m.lin.bias.data.zero_(),
+    ],
+    ids=["embedding-max-norm", "clamp_", "zero_"],
+)
+def test_parameters_rewritten_in_place_are_put_back(rewrite):
+    model = nn.Module()
+    model.emb, model.lin = nn.Embedding(4, 3), nn.Linear(3, 3)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    with preserved_state(model), torch.no_grad():
+        rewrite(model)
+    for name, p in model.named_parameters():
+        assert torch.equal(p, before[name]), name
+
+
+def test_untouched_parameters_keep_their_version_so_callers_graphs_stay_valid():
+    model = nn.Linear(3, 1)
+    with torch.no_grad():
+        model.weight[0, 0] = float("nan")
+    x = torch.ones(2, 3, requires_grad=True)
+    loss = model(x).sum()  # the graph saves the weight (for the input's gradient)
+    with preserved_state(model):
+        model(torch.ones(2, 3))
+    loss.backward()  # raises if a saved parameter's version moved
+    assert x.grad is not None

@@ -52,6 +52,12 @@ class ModelState:
         params = list(model.parameters())
         self.requires_grad = [(param, param.requires_grad) for param in params]
         self.grads = [(param, param.grad) for param in params]
+        # Forward passes may rewrite parameters in place (``nn.Embedding(max_norm=...)``, a
+        # ``clamp_`` in ``forward``).  The copy is put back only where the values changed, so
+        # untouched parameters keep their version counters (graphs the caller holds stay valid).
+        self.values = [
+            (param, param._version, param.detach().clone()) for param in params if not _uninitialized(param)
+        ]
         # An uninitialized (lazy) buffer holds no data to save; it is put back as the same object.
         self.buffers = [
             (module, name, buffer, None if _uninitialized(buffer) else buffer.detach().clone())
@@ -83,6 +89,9 @@ class ModelState:
         for param, grad in self.grads:
             param.grad = grad
         with torch.no_grad():
+            for param, version, saved in self.values:
+                if param._version != version or not _same_bits(param, saved):
+                    param.copy_(saved)
             for module, name, buffer, saved in self.buffers:
                 module._buffers[name] = buffer
                 if buffer is not None and saved is not None:
@@ -110,6 +119,14 @@ def preserved_state(model: nn.Module) -> Iterator[ModelState]:
         yield state
     finally:
         state.restore()
+
+
+def _same_bits(tensor: torch.Tensor, saved: torch.Tensor) -> bool:
+    # Bitwise, so that a parameter holding NaN compares equal to its own copy.
+    try:
+        return torch.equal(tensor.detach().reshape(-1).view(torch.uint8), saved.reshape(-1).view(torch.uint8))
+    except RuntimeError:
+        return torch.equal(tensor.detach(), saved)
 
 
 def _uninitialized(buffer: torch.Tensor | None) -> bool:
