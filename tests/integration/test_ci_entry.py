@@ -58,3 +58,18 @@ def test_ci_refuses_a_readme_without_exactly_one_command(tmp_path, readme):
     result = _run_ci_with_fake_hatch(tmp_path, exit_code=0, readme=readme)
     assert result.returncode == 2
     assert "exactly one test command" in result.stderr
+
+
+def test_github_matrix_matches_the_hatch_matrix():
+    yaml = pytest.importorskip("yaml")
+    import tomllib
+
+    hatch = tomllib.loads((REPO_ROOT / "hatch.toml").read_text())
+    cells = hatch["envs"]["hatch-test"]["matrix"]
+    github = yaml.safe_load((REPO_ROOT / ".github" / "workflows" / "ci.yml").read_text())["jobs"]["test"]
+    matrix = github["strategy"]["matrix"]
+    for variable, key in (("python", "python"), ("torch", "torch"), ("lightning", "lightning")):
+        declared = {value for cell in cells for value in cell[variable]}
+        assert set(matrix[key]) == declared, variable
+    command = github["steps"][-1]["run"]
+    assert command.startswith("hatch test ") and "-i torch=" in command and "-i lightning=" in command
