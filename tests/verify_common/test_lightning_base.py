@@ -146,3 +146,17 @@ def test_two_callbacks_that_run_the_module_each_capture_the_real_input(pl):
     assert module.forward_calls == 2 + 2  # two training steps, one extra call per check
     assert trainer.global_step == 2
     assert not module._forward_pre_hooks
+
+
+def test_a_step_that_never_calls_the_module_is_reported_not_silently_skipped(pl):
+    class CallsSubmoduleOnly(_module_class(pl)):
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return nn.functional.mse_loss(self.layer(x), y)
+
+    module = CallsSubmoduleOnly()
+    callback = RecordingCallback()
+    with pytest.warns(UserWarning, match="RecordingCallback did not run: the first training step never called"):
+        _fit(pl, module, callback, steps=3)
+    assert callback.calls == [] and callback.has_run
+    assert not module._forward_pre_hooks

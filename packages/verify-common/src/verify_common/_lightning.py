@@ -117,7 +117,20 @@ class VerificationCallback:
         self._hooks = hooks
 
     def on_train_batch_end(self, trainer: Any, pl_module: nn.Module, *args: Any, **kwargs: Any) -> None:
+        waiting = self._hooks is not None and not self.has_run
         self._remove_hooks()
+        if waiting:
+            # The step never called the module itself (only its submodules, say): there was no
+            # input to check.  Say so once instead of silently checking nothing.
+            self.has_run = True
+            if getattr(trainer, "is_global_zero", True):
+                emit_warning(
+                    f"{type(self).__name__} did not run: the first training step never called "
+                    f"{type(pl_module).__name__} itself, so no model input could be captured. "
+                    "Set `example_input_array` on the LightningModule to check it.",
+                    UserWarning,
+                    stacklevel=2,
+                )
 
     def on_exception(self, trainer: Any, pl_module: nn.Module, exception: BaseException) -> None:
         self._remove_hooks()
