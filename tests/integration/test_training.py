@@ -133,3 +133,22 @@ def test_under_ddp_every_rank_checks_and_only_rank_zero_warns(namespace, tmp_pat
         "RANK 0 RAN [True, True] WARNED ['BatchMixingWarning', 'BiasBeforeNormWarning']",
         "RANK 1 RAN [True, True] WARNED []",
     ], result.stdout + result.stderr[-2000:]
+
+
+@pytest.mark.lightning
+def test_a_step_that_calls_the_network_attribute_is_checked_with_qualified_names(pl):
+    class CallsNet(_lit_class(pl)):
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return nn.functional.cross_entropy(self.net(x), y)
+
+    bn_callback, mix_callback = BatchNormVerificationCallback(), BatchGradientVerificationCallback()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _fit(pl, CallsNet(buggy=True), [bn_callback, mix_callback])
+    messages = {w.category: str(w.message) for w in caught if w.category in (BiasBeforeNormWarning, BatchMixingWarning)}
+    assert messages[BiasBeforeNormWarning].startswith(
+        "Detected a layer 'net.conv1' with bias followed by a normalization layer 'net.bn1'."
+    )
+    assert messages[BatchMixingWarning].startswith("Your model is mixing data across the batch dimension.")
+    assert bn_callback.verification.detected_pairs == [("net.conv1", "net.bn1")]

@@ -148,15 +148,52 @@ def test_two_callbacks_that_run_the_module_each_capture_the_real_input(pl):
     assert not module._forward_pre_hooks
 
 
-def test_a_step_that_never_calls_the_module_is_reported_not_silently_skipped(pl):
+def test_a_step_that_calls_a_submodule_gets_that_submodule_checked_under_its_name(pl):
     class CallsSubmoduleOnly(_module_class(pl)):
         def training_step(self, batch, batch_idx):
             x, y = batch
             return nn.functional.mse_loss(self.layer(x), y)
 
+    class NamingCallback(RecordingCallback):
+        def run_check(self, module, call_args):
+            self.names = [name for name, _ in module.named_modules()]
+            return super().run_check(module, call_args)
+
     module = CallsSubmoduleOnly()
+    callback = NamingCallback(fail=True)
+    with pytest.warns(RecordingWarning, match="recorded a failure"):
+        _fit(pl, module, callback, steps=3)
+    assert callback.checked == ["layer"] and callback.names == ["", "layer"]
+    assert len(callback.calls) == 1 and callback.calls[0].args[0].shape == (4, 3)
+    assert not any(m._forward_pre_hooks for m in module.modules())
+    assert dict(module.named_children()).keys() == {"layer"}  # the scoping wrapper left no trace
+
+
+def test_a_submodule_the_check_cannot_handle_warns_and_training_goes_on(pl):
+    class CallsSubmoduleOnly(_module_class(pl)):
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return nn.functional.mse_loss(self.layer(x), y)
+
+    class Refusing(RecordingCallback):
+        def run_check(self, module, call_args):
+            raise ValueError("no batch here")
+
+    module = CallsSubmoduleOnly()
+    with pytest.warns(UserWarning, match="could not check submodule 'layer': no batch here"):
+        trainer = _fit(pl, module, Refusing(), steps=2)
+    assert trainer.global_step == 2
+
+
+def test_a_step_that_calls_nothing_checkable_is_reported_not_silently_skipped(pl):
+    class CallsNoModule(_module_class(pl)):
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return nn.functional.mse_loss(nn.functional.linear(x, self.layer.weight, self.layer.bias), y)
+
+    module = CallsNoModule()
     callback = RecordingCallback()
-    with pytest.warns(UserWarning, match="RecordingCallback did not run: the first training step never called"):
+    with pytest.warns(UserWarning, match="RecordingCallback did not run: the first training step called neither"):
         _fit(pl, module, callback, steps=3)
     assert callback.calls == [] and callback.has_run
     assert not module._forward_pre_hooks

@@ -69,6 +69,21 @@ def _rebuild_callback(public: type, state: dict) -> Any:
     return callback
 
 
+class _ScopedModule(nn.Module):
+    """Calls one submodule under its qualified name, so a report says 'net.0', not '0'.
+
+    Registering the submodule here changes nothing on it or on its parent.
+    """
+
+    def __init__(self, name: str, module: nn.Module) -> None:
+        super().__init__()
+        self.scoped_name = name
+        self.add_module(name, module)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self._modules[self.scoped_name](*args, **kwargs)
+
+
 class VerificationCallback:
     """Runs one check once, before or at the first training batch, and reports it.
 
@@ -76,7 +91,10 @@ class VerificationCallback:
     ``run_check(pl_module, call_args) -> (ok, message)``.  The check runs on
     ``example_input_array`` at ``on_train_start`` when the module has one,
     otherwise on the arguments of the module's first forward call in training,
-    captured by a pre-hook that removes itself before the check runs.
+    captured by a pre-hook that removes itself before the check runs.  A
+    training step that calls submodules (``self.net(x)``) rather than the
+    module itself gets each directly called submodule with parameters checked
+    on its own first inputs, under its qualified name.
     """
 
     install_command = 'pip install "verify-common"'
@@ -92,6 +110,7 @@ class VerificationCallback:
         self.has_run = False
         self.result: bool | None = None
         self.message: str | None = None
+        self.checked: list[str] = []
         self._hooks: Any = None
 
     def __reduce__(self) -> tuple:
@@ -107,30 +126,30 @@ class VerificationCallback:
     def on_train_start(self, trainer: Any, pl_module: nn.Module) -> None:
         example = getattr(pl_module, "example_input_array", None)
         if not self.has_run and example is not None:
-            self._run(trainer, pl_module, CallArgs.from_input_array(example))
+            self._run(trainer, pl_module, "", CallArgs.from_input_array(example))
 
     def on_train_batch_start(self, trainer: Any, pl_module: nn.Module, batch: Any, batch_idx: int) -> None:
         if self.has_run or self._hooks is not None:
             return
-        hooks = forward_hooks([("", pl_module)], pre_hook=self._pre_hook(trainer))
+        # Parameter-free children (losses, metrics, activations) have nothing to check.
+        children = [(name, child) for name, child in pl_module.named_children() if next(child.parameters(), None) is not None]
+        hooks = forward_hooks([("", pl_module), *children], pre_hook=self._pre_hook(trainer))
         hooks.__enter__()
         self._hooks = hooks
 
     def on_train_batch_end(self, trainer: Any, pl_module: nn.Module, *args: Any, **kwargs: Any) -> None:
-        waiting = self._hooks is not None and not self.has_run
+        waiting = self._hooks is not None and not self.checked
         self._remove_hooks()
-        if waiting:
-            # The step never called the module itself (only its submodules, say): there was no
-            # input to check.  Say so once instead of silently checking nothing.
-            self.has_run = True
-            if getattr(trainer, "is_global_zero", True):
-                emit_warning(
-                    f"{type(self).__name__} did not run: the first training step never called "
-                    f"{type(pl_module).__name__} itself, so no model input could be captured. "
-                    "Set `example_input_array` on the LightningModule to check it.",
-                    UserWarning,
-                    stacklevel=2,
-                )
+        self.has_run = True
+        if waiting and getattr(trainer, "is_global_zero", True):
+            # Nothing was called that could be checked: say so once instead of checking nothing.
+            emit_warning(
+                f"{type(self).__name__} did not run: the first training step called neither "
+                f"{type(pl_module).__name__} itself nor a submodule with parameters, so no model input "
+                "could be captured. Set `example_input_array` on the LightningModule to check it.",
+                UserWarning,
+                stacklevel=2,
+            )
 
     def on_exception(self, trainer: Any, pl_module: nn.Module, exception: BaseException) -> None:
         self._remove_hooks()
@@ -141,14 +160,22 @@ class VerificationCallback:
     # -- internals ---------------------------------------------------------------
     def _pre_hook(self, trainer: Any) -> Any:
         def capture(name: str, module: nn.Module, args: tuple, kwargs: dict) -> None:
-            if _RUNNING_CHECKS or _forward_redirected(module):
-                # Under DDP (and other wrapped strategies) Lightning calls the module once with
-                # ``forward`` patched to ``training_step`` and the step's arguments; the real
-                # forward call with the model's inputs follows inside the step.  Wait for it.
+            if _RUNNING_CHECKS or self.has_run or name in self.checked:
                 return
-            self._remove_hooks()
-            if not self.has_run:
-                self._run(trainer, module, CallArgs(tuple(args), dict(kwargs)))
+            call_args = CallArgs(tuple(args), dict(kwargs))
+            if name == "":
+                if _forward_redirected(module):
+                    # Under DDP (and other wrapped strategies) Lightning calls the module once with
+                    # ``forward`` patched to ``training_step`` and the step's arguments; the real
+                    # forward call with the model's inputs follows inside the step.  Wait for it.
+                    return
+                # The whole module is called: one check covers every submodule.
+                self._remove_hooks()
+                self.has_run = True
+                self._run(trainer, module, "", call_args)
+            else:
+                # The step calls this submodule directly; the module itself may never be called.
+                self._run(trainer, _ScopedModule(name, module), name, call_args)
 
         return capture
 
@@ -157,18 +184,27 @@ class VerificationCallback:
         if hooks is not None:
             hooks.__exit__(None, None, None)
 
-    def _run(self, trainer: Any, pl_module: nn.Module, call_args: CallArgs) -> None:
-        self.has_run = True
+    def _run(self, trainer: Any, module: nn.Module, name: str, call_args: CallArgs) -> None:
+        self.checked.append(name)
+        if name == "":
+            self.has_run = True
         _RUNNING_CHECKS.append(id(self))
         try:
-            ok, message = self.run_check(pl_module, call_args)
+            ok, message = self.run_check(module, call_args)
+        except Exception as exc:
+            if name == "":
+                raise
+            # A submodule's inputs may not suit the check (no batch, say); training goes on.
+            ok, message = True, None
+            if getattr(trainer, "is_global_zero", True):
+                emit_warning(f"{type(self).__name__} could not check submodule '{name}': {exc}", UserWarning, stacklevel=2)
         finally:
             _RUNNING_CHECKS.pop()
-        self.result, self.message = ok, (None if ok else message)
+        self.result = ok if self.result is None else (self.result and ok)
         if ok:
             return
+        self.message = message if self.message is None else f"{self.message}\n\n{message}"
         if self.error:
             raise RuntimeError(message)
         if self.warn and getattr(trainer, "is_global_zero", True):
             emit_warning(message, self.warning_category, stacklevel=2)
-
