@@ -185,7 +185,8 @@ def test_default_output_mapping():
     combined = default_output_mapping(out)
     assert combined.shape == (4, 7)
     assert default_output_mapping({"x": torch.ones(6, 4, 2)}, batch_dim=1).shape == (4, 12)
-    assert default_output_mapping((torch.ones(4, 2, dtype=torch.float16),)).dtype == torch.float16
+    assert default_output_mapping((torch.ones(4, 2, dtype=torch.float16),)).dtype == torch.float32
+    assert default_output_mapping((torch.rand(3, 5), "foo", torch.tensor(1))).shape == (3, 5)
     # As in the original tool, a plain tensor comes back as it is.
     single = torch.ones(4, 3, 2)
     assert default_output_mapping(single) is single

@@ -37,7 +37,7 @@ from verify_common import (
 )
 
 from ._findings import BatchMixingReport, MixingModule, SampleDependency
-from ._integer import _BmIntegerFollower, _bm_root_provenance
+from ._integer import _BmIntegerFollower, _bm_map_mixes, _bm_root_provenance
 from ._mapping import (
     _bm_batch_axis,
     _bm_codes,
@@ -208,16 +208,29 @@ def _bm_default_batch_tensors(tensors: list[torch.Tensor], batch_dim: int) -> li
     selected = default_input_mapping(candidates, batch_dim)
     batch_size = selected[0].shape[batch_dim]
     for tensor in candidates:
-        # A tensor shaped like the batch tensors but with another batch size is a mistake; one
-        # of another rank (a (T, T) mask) or that carries the batch elsewhere (an (L, B, H)
-        # state) is left alone.
-        if tensor.shape[batch_dim] != batch_size and tensor.ndim == selected[0].ndim and batch_size not in tensor.shape:
+        # Only a clear second batch of the same kind is a mistake: a tensor with the dtype, rank
+        # and every non-batch size of a batch tensor but another batch size ((5, 3) next to
+        # (4, 3)).  Anything else (a (T, T) mask next to (B, T) ids, a (2, 2) mask, an (L, B, H)
+        # state) is left alone: it is not differentiated and reaches the model unchanged.
+        kind = [t for t in selected if _bm_same_kind(tensor, t, batch_dim)]
+        if tensor.shape[batch_dim] != batch_size and kind:
             raise _bm_fail(
-                f"the input tensors' batch sizes disagree along batch_dim={batch_dim}: {tuple(selected[0].shape)} "
+                f"the input tensors' batch sizes disagree along batch_dim={batch_dim}: {tuple(kind[0].shape)} "
                 f"has {batch_size} samples, {tuple(tensor.shape)} has {tensor.shape[batch_dim]}; pass "
                 "input_mapping=... to select the batch tensors if the second is not one"
             )
     return selected
+
+
+def _bm_same_kind(tensor: torch.Tensor, batch: torch.Tensor, batch_dim: int) -> bool:
+    # A square tensor whose other sizes match the batch tensor's (a (T, T) mask) is not a batch.
+    others = tensor.shape[:batch_dim] + tensor.shape[batch_dim + 1 :]
+    return (
+        tensor.dtype == batch.dtype
+        and tensor.ndim == batch.ndim
+        and others == batch.shape[:batch_dim] + batch.shape[batch_dim + 1 :]
+        and tensor.shape[batch_dim] not in others
+    )
 
 
 def _bm_mapped_batch_tensors(mapped: Any, tensors: list[torch.Tensor], batch_dim: int) -> list[torch.Tensor]:
@@ -334,7 +347,7 @@ class _BmTrace:
         self.matrix: torch.Tensor | None = None
         self.leaves: list[torch.Tensor] = []
         self.axes: list[int | None] = []
-        # Per leaf: None (row r is input sample r) or (rows, B) bool, the input samples of each row.
+        # Per leaf: None (row r is input sample r), or the owner samples of each element (see _bm_root_provenance).
         self.maps: list[torch.Tensor | None] = []
         self.sources: list[str] = []
         self.nan_cache: dict[str, Any] = {}
@@ -391,8 +404,10 @@ def _bm_forward(
         trace.axes.append(axis)
         trace.maps.append(row_map)
         source = f"{op} output {tuple(leaf.shape)} computed from integer inputs"
-        if row_map is not None and bool((row_map if axis is None else row_map & ~torch.eye(size, dtype=torch.bool)).any()):
+        if _bm_map_mixes(row_map, leaf, axis, size, batch_dim):
             source += " (its rows mix integer inputs of other samples)"
+        elif row_map is not None:
+            source += " (each element traced back to the input samples it comes from)"
         trace.sources.append(source)
     if not trace.leaves:
         raise _bm_fail(
@@ -463,8 +478,8 @@ def _bm_rows_with_gradient(
 ) -> torch.Tensor:
     """``(B,)`` bool: which input samples received a nonzero (or NaN) gradient in any leaf.
 
-    ``maps[i]`` (when given and not ``None``) says which input samples each row of leaf i
-    comes from; ``ignore[i]`` masks elements whose gradient is NaN whatever the seed.
+    ``maps[i]`` (when given and not ``None``) says which input samples each element of leaf i
+    comes from (an owner per element, or a ``(numel, B)`` table); ``ignore[i]`` masks elements whose gradient is NaN whatever the seed.
     """
     rows = torch.zeros(size, dtype=torch.bool, device=device)
     for index, (grad, axis) in enumerate(zip(grads, axes)):
@@ -474,15 +489,14 @@ def _bm_rows_with_gradient(
         nonzero = grad != 0
         if ignore is not None and ignore[index] is not None:
             nonzero &= ~ignore[index]
-        if axis is None:
-            leaf_rows = nonzero.any().reshape(1)
-        else:
-            others = tuple(d for d in range(grad.ndim) if d != axis)
-            leaf_rows = nonzero.any(dim=others) if others else nonzero
         if row_map is None:
-            rows |= leaf_rows
-        else:
-            rows |= (leaf_rows.unsqueeze(1) & row_map.to(device)).any(dim=0)
+            others = tuple(d for d in range(grad.ndim) if d != axis)
+            rows |= nonzero.any(dim=others) if others else nonzero
+        elif row_map.dtype == torch.long:  # the one owner sample of each element (-1: none)
+            owners = row_map[nonzero.reshape(-1)]
+            rows[owners[owners >= 0].to(device)] = True
+        else:  # (numel, B): the owner samples of each element
+            rows |= (nonzero.reshape(-1, 1) & row_map).any(dim=0).to(device)
     return rows
 
 

@@ -5,15 +5,18 @@ a ``TorchFunctionMode`` watches every torch call that reads an integer batch
 input (or an integer tensor computed from one).  Integer results are watched
 in turn; the first floating result that no differentiable tensor feeds (an
 embedding lookup, ``ids.float()``, a mask turned into an additive bias)
-is replaced by a detached copy that requires grad.  Those copies are where
-the check measures which input samples an output sample depends on.
+is replaced by a detached copy that requires grad (the model gets a clone of
+it, which it may edit in place).  Those copies are where the check measures
+which input samples an output sample depends on.
 
 Rows of such a copy need not belong to the sample of the same index: ids
 flipped, rolled or viewed wrongly before the embedding mix samples in the
 integer domain, where no gradient flows.  The follower therefore records the
 integer calls it watched, and ``_bm_root_provenance`` replays them with the
 ids of some samples changed, to learn which input samples each row of each
-copy really comes from.
+copy really comes from (element by element: ids flattened to ``(B * T,)``
+before the lookup give a copy without a batch axis whose elements still each
+belong to one sample).
 """
 
 from __future__ import annotations
@@ -68,7 +71,9 @@ class _BmIntegerFollower(TorchFunctionMode):
         axis = _bm_batch_axis(leaf, self.batch_size, self.batch_dim)
         self.calls.append((func, args, kwargs, out, len(self.roots)))
         self.roots.append((leaf, axis, getattr(func, "__name__", str(func))))
-        return leaf
+        # The model gets an exact copy that is not a leaf: it may edit it in place (a bool mask
+        # turned into a bias with ``masked_fill_``), and its gradient still reaches ``leaf``.
+        return leaf.clone()
 
 
 def _bm_walk_tensors(obj: Any) -> Iterator[torch.Tensor]:
@@ -86,14 +91,19 @@ def _bm_walk_tensors(obj: Any) -> Iterator[torch.Tensor]:
 def _bm_root_provenance(
     follower: _BmIntegerFollower, inputs: list[tuple[torch.Tensor, torch.Tensor]], size: int, batch_dim: int
 ) -> list[torch.Tensor | None] | None:
-    """Per root: ``(rows, B)`` bool, which input samples each row (along its batch axis) comes from.
+    """Per root: which input samples each ELEMENT of the root comes from.
 
-    ``None`` for a root whose row r comes from input sample r only (the usual embedding
-    lookup); the whole list is ``None`` when the recorded integer calls cannot be replayed.
-    ``inputs`` pairs each integer tensor the forward pass used with a pristine copy of its
-    values.  A root without a batch axis counts as one row.  The calls are replayed with the ids of
-    some samples changed (to other values seen in the same tensor), first for the k code
-    passes, then, only when a row changed that should not have, once per sample.
+    ``None`` for a root whose row r along its batch axis comes from input sample r only (the
+    usual embedding lookup); else either an int64 ``(numel,)`` tensor, the one owner sample of
+    each element (-1: none), or, when some element has several owners, a ``(numel, B)`` bool
+    table.  Elements matter, not rows: ids flattened to ``(B * T,)`` before the lookup give a
+    root without a batch axis (or whose embedding size happens to be B) whose elements still
+    each belong to one sample.  The whole list is ``None`` when the recorded integer calls cannot
+    be replayed.  ``inputs`` pairs each integer tensor the forward pass used with a pristine copy
+    of its values.  The calls are replayed with the ids of some samples changed (to other values
+    seen in the same tensor), first for the k code passes, then, only when an element changed
+    that should not have, once per sample.  An element no replay changed is owned by its row
+    along the batch axis (when the root has one).
     """
     if not follower.roots:
         return []
@@ -113,19 +123,73 @@ def _bm_root_provenance(
                 suspicious = suspicious or bool(unexpected.any())
         if not suspicious:
             return [None] * len(axes)
-        maps = [torch.zeros(1 if axis is None else size, size, dtype=torch.bool) for axis in axes]
+        maps: list[torch.Tensor | None] = [None] * len(axes)
         for sample in range(size):
             changed = _bm_replay(follower, inputs, torch.arange(size) == sample, batch_dim)
-            for index, axis in enumerate(axes):
-                rows = _bm_changed_rows(baseline[index], changed[index], axis)
-                if rows is not None:
-                    maps[index][:, sample] |= rows.cpu()
+            for index in range(len(axes)):
+                differ = _bm_changed_elements(baseline[index], changed[index])
+                if differ is not None:
+                    maps[index] = _bm_add_owner(maps[index], differ, sample, size)
         for index, axis in enumerate(axes):
-            if axis is not None:
-                maps[index] |= torch.eye(size, dtype=torch.bool)  # a row always stands for its own sample
+            if maps[index] is not None and axis is not None:
+                maps[index] = _bm_own_rows_by_default(maps[index], baseline[index], axis, size)
         return maps
     except Exception:  # noqa: BLE001 - an integer pipeline that cannot be replayed: keep the identity
         return None
+
+
+def _bm_changed_elements(before: torch.Tensor | None, after: torch.Tensor | None) -> torch.Tensor | None:
+    if before is None or after is None or before.shape != after.shape:
+        return None
+    return ~((before == after) | (before.isnan() & after.isnan())).reshape(-1)
+
+
+def _bm_add_owner(owners: torch.Tensor | None, differ: torch.Tensor, sample: int, size: int) -> torch.Tensor:
+    """Record ``sample`` as an owner of the elements in ``differ`` (owner vector, or table once shared)."""
+    if owners is None:
+        owners = torch.full(differ.shape, -1, dtype=torch.long, device=differ.device)
+    if owners.dtype == torch.long:
+        if not bool((differ & (owners >= 0)).any()):
+            return owners.masked_fill(differ, sample)
+        owners = _bm_owner_table(owners, size)
+    owners[:, sample] |= differ
+    return owners
+
+
+def _bm_owner_table(owners: torch.Tensor, size: int) -> torch.Tensor:
+    table = torch.zeros(owners.shape[0], size, dtype=torch.bool, device=owners.device)
+    known = owners >= 0
+    table[known.nonzero().flatten(), owners[known]] = True
+    return table
+
+
+def _bm_own_rows_by_default(owners: torch.Tensor, root: torch.Tensor, axis: int, size: int) -> torch.Tensor:
+    """Elements that no replay changed belong to their row along the batch axis."""
+    shape = [1] * root.ndim
+    shape[axis] = size
+    rows = torch.arange(size, device=owners.device).reshape(shape).expand(root.shape).reshape(-1)
+    if owners.dtype == torch.long:
+        return torch.where(owners >= 0, owners, rows)
+    lonely = ~owners.any(dim=1)
+    owners[lonely.nonzero().flatten(), rows[lonely]] = True
+    return owners
+
+
+def _bm_map_mixes(owners: torch.Tensor | None, root: torch.Tensor, axis: int | None, size: int, batch_dim: int) -> bool:
+    """Whether some element of a root has several owners, or another owner than its row along ``batch_dim``.
+
+    An axis found elsewhere only by its size (an embedding size equal to B) says nothing about rows.
+    """
+    if owners is None:
+        return False
+    if owners.dtype != torch.long:
+        shared = bool((owners.sum(dim=1) > 1).any())
+        if axis != batch_dim or shared:
+            return shared
+        owners = owners.to(torch.long).argmax(dim=1)
+    if axis != batch_dim:
+        return False
+    return not bool(torch.equal(owners, _bm_own_rows_by_default(torch.full_like(owners, -1), root, axis, size)))
 
 
 def _bm_changed_rows(before: torch.Tensor | None, after: torch.Tensor | None, axis: int | None) -> torch.Tensor | None:

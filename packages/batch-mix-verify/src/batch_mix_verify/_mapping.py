@@ -49,8 +49,8 @@ def default_output_mapping(data: Any, batch_dim: int = 0) -> torch.Tensor:
     As in the original tool, a plain tensor is returned unchanged.  From a
     collection, ``None`` and non-tensor entries are skipped, and so are
     tensors without the first tensor's size along ``batch_dim``; each of the
-    others is moved to the batch-first layout, viewed as ``(B, -1)`` and
-    concatenated (``torch.cat`` promotes mixed dtypes).
+    others is moved to the batch-first layout, viewed as ``(B, -1)``,
+    converted to float32 and concatenated.
 
     Args:
         data: a tensor, or nested tuples/lists/dicts/``ModelOutput`` holding tensors.
@@ -72,7 +72,8 @@ def default_output_mapping(data: Any, batch_dim: int = 0) -> torch.Tensor:
     if isinstance(data, torch.Tensor):
         return data
     rows = [tensor.movedim(batch_dim, 0) for tensor in _bm_batch_tensors(data, batch_dim, None)]
-    return torch.cat([row.reshape(row.shape[0], -1) for row in rows], dim=1)
+    # As in the original tool, every block becomes float32 before the concatenation.
+    return torch.cat([row.reshape(row.shape[0], -1).float() for row in rows], dim=1)
 
 
 def _bm_output_rows(data: Any, batch_dim: int, batch_size: int) -> torch.Tensor:
