@@ -28,12 +28,14 @@ from verify_common import (
     CallArgs,
     VerificationError,
     call_model,
+    capture_rng_state,
+    copy_to_device,
     forward_hooks,
     iter_tensors,
-    map_tensors,
     model_device,
     preserved_state,
     resolve_input,
+    restore_rng_state,
 )
 
 from ._findings import BatchMixingReport, MixingModule, SampleDependency
@@ -167,10 +169,10 @@ def _bm_prepare(model: nn.Module, input_array: Any, input_mapping: Any, batch_di
     device = model_device(model)
     # The check works on copies: the caller's tensors (and their requires_grad) are never touched.
     if isinstance(source, CallArgs):
-        copied = resolved.map(lambda t: t.detach().to(device=device, copy=True))
+        copied = copy_to_device(resolved, device)
         view = _bm_call_view(copied)
     else:
-        view = map_tensors(source, lambda t: t.detach().to(device=device, copy=True))
+        view = copy_to_device(source, device)
         copied = CallArgs.from_input_array(view)
     tensors = copied.tensors()
     if input_mapping is None or input_mapping is default_input_mapping:
@@ -595,17 +597,6 @@ def _bm_along(seed: torch.Tensor, tensor: torch.Tensor, axis: int) -> torch.Tens
 # -- the whole check -------------------------------------------------------------------
 
 
-def _bm_rng_state(device: torch.device) -> tuple:
-    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-    return torch.get_rng_state(), cuda
-
-
-def _bm_set_rng_state(state: tuple, device: torch.device) -> None:
-    torch.set_rng_state(state[0])
-    if state[1] is not None:
-        torch.cuda.set_rng_state(state[1], device)
-
-
 def _bm_run(
     model: nn.Module, input_array: Any, input_mapping: Any, output_mapping: Any, sample_idx: int | None, batch_dim: int
 ) -> BatchMixingReport:
@@ -636,8 +627,7 @@ def _bm_run(
 def _bm_decide(model: nn.Module, plan: _BmPlan, output_mapping: Any, sample_idx: int | None, batch_dim: int) -> tuple:
     """The k passes (or the one pass for ``sample_idx``); on mixing, the pairs and the first mixing module."""
     size = plan.batch_size
-    device = plan.call_args.tensors()[0].device
-    rng = _bm_rng_state(device)
+    rng = capture_rng_state()
     trace = _bm_forward(model, plan, output_mapping, batch_dim, record=False)
     codes = _bm_codes(size)
     if sample_idx is None:
@@ -651,7 +641,7 @@ def _bm_decide(model: nn.Module, plan: _BmPlan, output_mapping: Any, sample_idx:
     if not mixing:
         return True, (), None, len(seeds), sources
     # Replay the same forward pass (same RNG, so the same dropout masks), recording module calls.
-    _bm_set_rng_state(rng, device)
+    restore_rng_state(rng)
     trace = _bm_forward(model, plan, output_mapping, batch_dim, record=True)
     dependencies = _bm_dependencies(trace, size, sample_idx)
     first = _bm_first_mixing_module(trace, size, batch_dim, codes)

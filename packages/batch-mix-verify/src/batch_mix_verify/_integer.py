@@ -27,6 +27,8 @@ from typing import Any
 import torch
 from torch.overrides import TorchFunctionMode
 
+from verify_common import capture_rng_state, restore_rng_state
+
 from ._mapping import _bm_batch_axis, _bm_codes, _bm_is_differentiable
 
 
@@ -224,7 +226,7 @@ def _bm_replay(
             copy.index_copy_(batch_dim, index, _bm_other_values(tensor).index_select(batch_dim, index))
         env[id(used)] = copy
     roots: list[torch.Tensor | None] = [None] * len(follower.roots)
-    state = torch.get_rng_state()
+    state = capture_rng_state()
     try:
         for func, args, kwargs, out, root in follower.calls:
             if not any(id(t) in env for t in _bm_walk_tensors((args, kwargs))):
@@ -245,7 +247,7 @@ def _bm_replay(
             if root is not None and isinstance(new_out, torch.Tensor):
                 roots[root] = new_out.detach()
     finally:
-        torch.set_rng_state(state)
+        restore_rng_state(state)
     return roots
 
 

@@ -12,7 +12,7 @@ from ._hooks import forward_hooks
 from ._inputs import CallArgs, call_model, copy_to_device, model_device, resolve_input
 from ._lightning import VerificationCallback, lightning_callback_classes
 from ._report import describe_module, emit_warning, json_safe
-from ._state import ModelState, preserved_state
+from ._state import ModelState, capture_rng_state, preserved_state, restore_rng_state
 
 __all__ = [
     "CallArgs",
@@ -21,6 +21,7 @@ __all__ = [
     "VerificationError",
     "__version__",
     "call_model",
+    "capture_rng_state",
     "copy_to_device",
     "describe_module",
     "emit_warning",
@@ -32,4 +33,5 @@ __all__ = [
     "model_device",
     "preserved_state",
     "resolve_input",
+    "restore_rng_state",
 ]

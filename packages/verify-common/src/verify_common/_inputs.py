@@ -87,12 +87,23 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def copy_to_device(call_args: CallArgs, device: torch.device) -> CallArgs:
+def copy_to_device(data: Any, device: torch.device) -> Any:
     """Detached copies of every tensor on ``device``: the caller's objects are never touched.
 
+    ``data`` is ``CallArgs`` or any nested collection (rebuilt as by ``map_tensors``).
     Floating tensors keep their dtype; ``requires_grad`` is off on the copies.
+
+    >>> import torch
+    >>> x = torch.ones(2, requires_grad=True)
+    >>> copied = copy_to_device({"x": x}, torch.device("cpu"))["x"]
+    >>> copied is x, copied.requires_grad
+    (False, False)
     """
-    return call_args.map(lambda t: t.detach().to(device=device, copy=True))
+
+    def copy(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.detach().to(device=device, copy=True)
+
+    return data.map(copy) if isinstance(data, CallArgs) else map_tensors(data, copy)
 
 
 def call_model(

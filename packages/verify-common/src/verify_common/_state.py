@@ -68,7 +68,7 @@ class ModelState:
         self.hook_keys = [
             (module, attr, list(getattr(module, attr).keys())) for module in modules for attr in _HOOK_DICTS if hasattr(module, attr)
         ]
-        self.rng = _capture_rng()
+        self.rng = capture_rng_state()
         self.grad_enabled = torch.is_grad_enabled()
 
     @classmethod
@@ -100,7 +100,7 @@ class ModelState:
             hooks = getattr(module, attr)
             for key in [key for key in hooks if key not in keys]:
                 del hooks[key]
-        _restore_rng(self.rng)
+        restore_rng_state(self.rng)
 
 
 @contextlib.contextmanager
@@ -133,7 +133,16 @@ def _uninitialized(buffer: torch.Tensor | None) -> bool:
     return buffer is None or isinstance(buffer, torch.nn.parameter.UninitializedTensorMixin)
 
 
-def _capture_rng() -> dict[str, Any]:
+def capture_rng_state() -> dict[str, Any]:
+    """The global RNG states: torch (CPU and initialized CUDA devices), Python's ``random``, NumPy.
+
+    >>> import torch
+    >>> state = capture_rng_state()
+    >>> first = torch.rand(1)
+    >>> restore_rng_state(state)
+    >>> torch.equal(torch.rand(1), first)
+    True
+    """
     rng: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -143,7 +152,8 @@ def _capture_rng() -> dict[str, Any]:
     return rng
 
 
-def _restore_rng(rng: dict[str, Any]) -> None:
+def restore_rng_state(rng: dict[str, Any]) -> None:
+    """Put back the states ``capture_rng_state`` returned."""
     torch.set_rng_state(rng["torch"])
     random.setstate(rng["python"])
     if "cuda" in rng:
