@@ -171,7 +171,6 @@ class VerificationCallback:
                     return
                 # The whole module is called: one check covers every submodule.
                 self._remove_hooks()
-                self.has_run = True
                 self._run(trainer, module, "", call_args)
             else:
                 # The step calls this submodule directly; the module itself may never be called.
