@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 import warnings
 from pathlib import Path
 
@@ -18,28 +17,9 @@ from tests._trainer import quiet_trainer
 from batch_mix_verify import BatchGradientVerificationCallback, BatchMixingWarning
 from bn_verify import BatchNormVerificationCallback, BiasBeforeNormWarning
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO_ROOT / "tools"))
-from demo import SmallNet  # noqa: E402  (the bundled demo model)
+from ._lit_models import lit_small_net_class as _lit_class
 
-
-def _lit_class(pl):
-    class LitSmallNet(pl.LightningModule):
-        def __init__(self, buggy: bool):
-            super().__init__()
-            self.net = SmallNet(buggy)
-
-        def forward(self, x):
-            return self.net(x)
-
-        def training_step(self, batch, batch_idx):
-            x, y = batch
-            return nn.functional.cross_entropy(self(x), y)
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.05)
-
-    return LitSmallNet
+HERE = Path(__file__).resolve().parent
 
 
 def _fit(pl, module, callbacks):
@@ -80,26 +60,13 @@ def test_fixed_twin_trains_silently(pl):
 
 DDP_SCRIPT = """
 import sys, warnings
-sys.path.insert(0, {tools!r})
+sys.path.insert(0, {here!r})
 import torch
-from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 import {namespace} as pl
 from bn_verify import BatchNormVerificationCallback, BiasBeforeNormWarning
 from batch_mix_verify import BatchGradientVerificationCallback, BatchMixingWarning
-from demo import SmallNet
-
-class Lit(pl.LightningModule):
-    def __init__(self):
-        super().__init__()
-        self.net = SmallNet(buggy=True)
-    def forward(self, x):
-        return self.net(x)
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        return nn.functional.cross_entropy(self(x), y)
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.05)
+from _lit_models import lit_small_net_class
 
 if __name__ == "__main__":
     torch.manual_seed(0)
@@ -110,7 +77,7 @@ if __name__ == "__main__":
                          callbacks=callbacks)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trainer.fit(Lit(), DataLoader(data, batch_size=8))
+        trainer.fit(lit_small_net_class(pl)(buggy=True), DataLoader(data, batch_size=8))
     ours = sorted(w.category.__name__ for w in caught if w.category in (BiasBeforeNormWarning, BatchMixingWarning))
     ran = [cb.has_run for cb in callbacks]
     # One file per rank: the ranks share stdout, where their lines can interleave.
@@ -124,7 +91,7 @@ if __name__ == "__main__":
 def test_under_ddp_every_rank_checks_and_only_rank_zero_warns(namespace, tmp_path):
     pytest.importorskip(namespace)
     script = tmp_path / "ddp_run.py"
-    script.write_text(DDP_SCRIPT.format(tools=str(REPO_ROOT / "tools"), namespace=namespace))
+    script.write_text(DDP_SCRIPT.format(here=str(HERE), namespace=namespace))
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
