@@ -6,6 +6,8 @@ import os
 
 import pytest
 
+from tests._dists import build_dists
+
 LIGHTNING_NAMESPACES = ("lightning.pytorch", "pytorch_lightning")
 
 
@@ -25,3 +27,10 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "packaging" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def dists(tmp_path_factory):
+    """A folder holding a freshly built wheel and sdist of every package (built once per session)."""
+    pytest.importorskip("build", reason="the 'build' package is needed to build distributions")
+    return build_dists(tmp_path_factory.mktemp("dist"))

@@ -9,7 +9,7 @@ import venv
 import pytest
 import torch
 
-from .conftest import wheel_of
+from tests._dists import wheel_of
 
 pytestmark = pytest.mark.packaging
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from .conftest import PACKAGES, REPO_ROOT, wheel_metadata, wheel_of
+from tests._dists import PACKAGES, REPO_ROOT, wheel_metadata, wheel_of
 
 pytestmark = pytest.mark.packaging
 

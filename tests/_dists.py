@@ -1,29 +1,34 @@
-"""Fixtures that build the three packages' distributions once per test session."""
+"""Building the three packages' distributions, and reading the wheels.
+
+The session fixture ``dists`` (tests/conftest.py) builds them once for every
+test that needs them: the wheel tests, the fresh-venv installs, the README check.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
-import pytest
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {
     "verify-common": "verify_common",
     "bn-verify": "bn_verify",
     "batch-mix-verify": "batch_mix_verify",
 }
 
-@pytest.fixture(scope="session")
-def dists(tmp_path_factory) -> Path:
-    """A folder holding a freshly built wheel and sdist of every package."""
-    pytest.importorskip("build", reason="the 'build' package is needed to build distributions")
-    outdir = tmp_path_factory.mktemp("dist")
+
+def build_dists(outdir: Path) -> Path:
+    """Build a wheel and an sdist of every package into ``outdir``.
+
+    Without build isolation when the backend is installed already: no download, and much faster.
+    """
+    isolation = [] if importlib.util.find_spec("hatchling") is None else ["--no-isolation"]
     for distribution in PACKAGES:
         subprocess.run(
-            [sys.executable, "-m", "build", "--no-isolation", "--sdist", "--wheel", "--outdir", str(outdir),
+            [sys.executable, "-m", "build", *isolation, "--sdist", "--wheel", "--outdir", str(outdir),
              str(REPO_ROOT / "packages" / distribution)],
             check=True,
             capture_output=True,
