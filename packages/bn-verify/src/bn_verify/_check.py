@@ -100,12 +100,10 @@ class BatchNormVerification:
             target.train()
             tracer = BiasTracer(target)
             inputs = copy_to_device(call_args, model_device(target))
-            try:
-                with forward_hooks(target.named_modules(), hook=tracer.exit_module, pre_hook=tracer.enter_module):
-                    with tracer:
-                        output = call_model(target, inputs, _BN_CHECK_NAME, error=BatchNormVerificationError)
-            finally:
-                tracer.restore_parameters()  # e.g. embedding max_norm renormalizes its weight in place
+            # preserved_state also puts back parameters the pass rewrites (embedding max_norm, say).
+            with forward_hooks(target.named_modules(), hook=tracer.exit_module, pre_hook=tracer.enter_module):
+                with tracer:
+                    output = call_model(target, inputs, _BN_CHECK_NAME, error=BatchNormVerificationError)
             tracer.finish(list(iter_tensors(output)))
         self.report = _bn_build_report(list(tracer.sources.values()), tracer.normalization_calls)
         return self.report.ok

@@ -142,12 +142,6 @@ _BN_VALUE_READERS = frozenset(
     "Tensor.item Tensor.tolist Tensor.numpy Tensor.__bool__ Tensor.__float__ Tensor.__int__ Tensor.__index__ "
     "torch.equal Tensor.equal torch.allclose Tensor.allclose torch.is_nonzero".split()
 )
-# Calls that rewrite a parameter in place inside (embedding max_norm renormalizes the looked-up rows):
-# (position, keyword) of the weight, then of the argument that turns the rewrite on.
-_BN_PARAM_WRITERS = {
-    "F.embedding": (1, "weight", 3, "max_norm"),
-    "F.embedding_bag": (1, "weight", 3, "max_norm"),
-}
 # Dropout inside attention is switched off so that the pass is deterministic: (position, keyword).
 _BN_ATTENTION_DROPOUT = {"F.scaled_dot_product_attention": (4, "dropout_p"), "F.multi_head_attention_forward": (10, "dropout_p")}
 _BN_PRIMES = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53)
@@ -370,13 +364,6 @@ class BiasTracer(TorchFunctionMode):
             key: (param, key) for key, (_, _, param) in self.owners.items()
         }
         self.buffers = {id(buffer) for buffer in model.buffers()}
-        # Parameters by storage, to save one before a call rewrites it in place (restored after the pass).
-        self.parameter_storages: dict[int, torch.Tensor] = {}
-        for _, _, param in self.owners.values():
-            pointer = _bn_storage(param)
-            if pointer:
-                self.parameter_storages.setdefault(pointer, param)
-        self.written_parameters: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         # Tensors carrying facts: id -> (tensor, facts).  The tensor is held so that its id stays unique.
         self.facts: dict[int, tuple[torch.Tensor, tuple[Fact, ...]]] = {}
         self.sources: dict[int, BiasSource] = {}
@@ -412,12 +399,6 @@ class BiasTracer(TorchFunctionMode):
             return self._normalization(func, name, args, kwargs, tracked)
         target = args[0] if args else kwargs.get("input", kwargs.get("self"))
         mutated = target if _bn_mutates(name) and isinstance(target, torch.Tensor) else None
-        if mutated is not None and kind not in (_BN_IDENTITY, _BN_PERMUTE, _BN_RESHAPE):
-            self._save_parameter(mutated)
-        elif name in _BN_PARAM_WRITERS:
-            weight_index, weight_keyword, switch_index, switch_keyword = _BN_PARAM_WRITERS[name]
-            if _bn_arg(args, kwargs, switch_index, switch_keyword) is not None:
-                self._save_parameter(_bn_arg(args, kwargs, weight_index, weight_keyword))
         # An in-place reshape changes the tensor's shape under us: map its axes from the shape it had.
         shape_before = tuple(mutated.shape) if mutated is not None else None
         facts_before = self._live(mutated) if mutated is not None else ()
@@ -436,20 +417,6 @@ class BiasTracer(TorchFunctionMode):
         if mutated is not None and kind in (_BN_ADD, _BN_MUL):
             self._guard_aliases(mutated, facts_before, name)
         return out
-
-    def restore_parameters(self) -> None:
-        """Put back the values of parameters that a call rewrote in place during the pass."""
-        with torch.no_grad():
-            for param, saved in self.written_parameters.values():
-                param.copy_(saved)
-        self.written_parameters.clear()
-
-    def _save_parameter(self, tensor: Any) -> None:
-        if not isinstance(tensor, torch.Tensor):
-            return
-        param = self.parameter_storages.get(_bn_storage(tensor))
-        if param is not None and id(param) not in self.written_parameters:
-            self.written_parameters[id(param)] = (param, param.detach().clone())
 
     def _guard_aliases(self, mutated: torch.Tensor, facts_before: tuple, name: str) -> None:
         # Other views of the same memory keep the facts they had before this in-place change of
