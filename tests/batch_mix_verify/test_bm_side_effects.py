@@ -148,3 +148,22 @@ def test_parameters_rewritten_by_the_forward_pass_are_put_back():
     weight = model.emb.weight.detach().clone()
     assert BatchGradientVerification(model).check(torch.randint(0, 10, (4, 3)))
     assert torch.equal(model.emb.weight, weight)
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        (lambda: nn.Sequential(nn.LazyLinear(3), nn.ReLU()), True),
+        (lambda: nn.Sequential(nn.LazyLinear(3), _MeanOverBatch()), False),
+    ],
+    ids=["clean", "mixing"],
+)
+def test_lazy_modules_are_checked_on_a_copy_and_stay_lazy(model, expected):
+    lazy = model()
+    assert BatchGradientVerification(lazy).check(torch.randn(4, 5)) is expected
+    assert isinstance(lazy[0].weight, nn.parameter.UninitializedParameter)
+
+
+class _MeanOverBatch(nn.Module):
+    def forward(self, x):
+        return x - x.mean(dim=0, keepdim=True)

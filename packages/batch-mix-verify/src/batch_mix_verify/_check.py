@@ -32,6 +32,7 @@ from verify_common import (
     copy_to_device,
     forward_hooks,
     iter_tensors,
+    materializable_copy,
     model_device,
     preserved_state,
     resolve_input,
@@ -600,6 +601,8 @@ def _bm_along(seed: torch.Tensor, tensor: torch.Tensor, axis: int) -> torch.Tens
 def _bm_run(
     model: nn.Module, input_array: Any, input_mapping: Any, output_mapping: Any, sample_idx: int | None, batch_dim: int
 ) -> BatchMixingReport:
+    # Lazy modules are initialized on a copy, so the caller's model stays lazy.
+    model = materializable_copy(model, _BM_CHECK_NAME, error=BatchGradientVerificationError)
     with preserved_state(model), torch.enable_grad():
         plan = _bm_prepare(model, input_array, input_mapping, batch_dim)
         size = plan.batch_size
@@ -608,7 +611,10 @@ def _bm_run(
                 raise _bm_fail(f"sample_idx={sample_idx!r} is out of range for batch size {size}")
             sample_idx %= size
         for parameter in model.parameters():
-            parameter.requires_grad_(False)  # gradients w.r.t. the inputs only; restored on exit
+            # Gradients w.r.t. the inputs only; restored on exit.  A lazy parameter (on our copy)
+            # takes no flag before it is initialized: it merely costs a weight gradient.
+            if not isinstance(parameter, nn.parameter.UninitializedParameter):
+                parameter.requires_grad_(False)
         with _bm_batchnorm_as_eval(model) as batchnorms:
             ok, dependencies, first, passes, sources = _bm_decide(model, plan, output_mapping, sample_idx, batch_dim)
         return BatchMixingReport(

@@ -8,7 +8,6 @@ report.  Everything the pass touches is restored by ``preserved_state``.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
@@ -19,6 +18,7 @@ from verify_common import (
     copy_to_device,
     forward_hooks,
     iter_tensors,
+    materializable_copy,
     model_device,
     preserved_state,
     resolve_input,
@@ -95,7 +95,7 @@ class BatchNormVerification:
                 "followed; check the Python module before scripting it."
             )
         # A copy (lazy modules only) leaves the model untouched; either way the RNG is restored.
-        target = _bn_materializable_copy(model)
+        target = materializable_copy(model, _BN_CHECK_NAME, error=BatchNormVerificationError)
         with preserved_state(target), torch.no_grad():
             target.train()
             tracer = BiasTracer(target)
@@ -107,30 +107,6 @@ class BatchNormVerification:
             tracer.finish(list(iter_tensors(output)))
         self.report = _bn_build_report(list(tracer.sources.values()), tracer.normalization_calls)
         return self.report.ok
-
-
-def _bn_materializable_copy(model: nn.Module) -> nn.Module:
-    """The model itself, or a deep copy when a lazy module would materialize on the forward pass."""
-    uninitialized = {
-        id(tensor): tensor
-        for tensor in (*model.parameters(), *model.buffers())
-        if isinstance(tensor, torch.nn.parameter.UninitializedTensorMixin)
-    }
-    if not uninitialized:
-        return model
-    # Uninitialized tensors refuse deepcopy; give the copy fresh ones of the same kind.
-    memo: dict[int, Any] = {
-        key: type(tensor)(requires_grad=tensor.requires_grad, device=tensor.device, dtype=tensor.dtype)
-        for key, tensor in uninitialized.items()
-    }
-    try:
-        return copy.deepcopy(model, memo)
-    except Exception as exc:
-        raise BatchNormVerificationError(
-            f"{_BN_CHECK_NAME}: {type(model).__name__} has lazy modules that are not initialized yet, and it "
-            f"cannot be deep-copied to initialize them without touching your model ({type(exc).__name__}: {exc}). "
-            "Run one forward pass first, then check."
-        ) from exc
 
 
 def _bn_build_report(sources: list[BiasSource], normalization_calls: int) -> BiasNormReport:

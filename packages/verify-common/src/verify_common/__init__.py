@@ -12,7 +12,7 @@ from ._hooks import forward_hooks
 from ._inputs import CallArgs, call_model, copy_to_device, model_device, resolve_input
 from ._lightning import VerificationCallback, lightning_callback_classes
 from ._report import describe_module, emit_warning, json_safe
-from ._state import ModelState, capture_rng_state, preserved_state, restore_rng_state
+from ._state import ModelState, capture_rng_state, materializable_copy, preserved_state, restore_rng_state
 
 __all__ = [
     "CallArgs",
@@ -30,6 +30,7 @@ __all__ = [
     "json_safe",
     "lightning_callback_classes",
     "map_tensors",
+    "materializable_copy",
     "model_device",
     "preserved_state",
     "resolve_input",

@@ -10,6 +10,7 @@ that keeps that promise.
 from __future__ import annotations
 
 import contextlib
+import copy
 import random
 import sys
 from collections.abc import Iterator
@@ -17,6 +18,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from ._errors import VerificationError
 
 _HOOK_DICTS = (
     "_forward_hooks",
@@ -119,6 +122,38 @@ def preserved_state(model: nn.Module) -> Iterator[ModelState]:
         yield state
     finally:
         state.restore()
+
+
+def materializable_copy(model: nn.Module, check_name: str, error: type[Exception] = VerificationError) -> nn.Module:
+    """The model itself, or a deep copy when a lazy module would materialize on the forward pass.
+
+    A check's forward pass would initialize the user's lazy modules for good;
+    on a copy the user's model stays lazy.
+
+    >>> import torch
+    >>> lazy = torch.nn.LazyLinear(2)
+    >>> copy_ = materializable_copy(lazy, "MyCheck")
+    >>> copy_ is lazy, materializable_copy(torch.nn.Linear(2, 2), "MyCheck").__class__.__name__
+    (False, 'Linear')
+    """
+    uninitialized = {
+        id(tensor): tensor for tensor in (*model.parameters(), *model.buffers()) if _uninitialized(tensor)
+    }
+    if not uninitialized:
+        return model
+    # Uninitialized tensors refuse deepcopy; give the copy fresh ones of the same kind.
+    memo: dict[int, Any] = {
+        key: type(tensor)(requires_grad=tensor.requires_grad, device=tensor.device, dtype=tensor.dtype)
+        for key, tensor in uninitialized.items()
+    }
+    try:
+        return copy.deepcopy(model, memo)
+    except Exception as exc:
+        raise error(
+            f"{check_name}: {type(model).__name__} has lazy modules that are not initialized yet, and it "
+            f"cannot be deep-copied to initialize them without touching your model ({type(exc).__name__}: {exc}). "
+            "Run one forward pass first, then check."
+        ) from exc
 
 
 def _same_bits(tensor: torch.Tensor, saved: torch.Tensor) -> bool:
