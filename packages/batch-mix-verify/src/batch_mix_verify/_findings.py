@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from verify_common import json_safe
+from verify_common import describe_module, json_safe
 
 _BM_HEADLINE = (
     "Your model is mixing data across the batch dimension.\n"
@@ -57,7 +57,7 @@ class MixingModule:
     detail: str = ""
 
     def __str__(self) -> str:
-        return f"'{self.name or '<root>'}' ({self.module_type})"
+        return describe_module(self.name, self.module_type)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe fields."""

@@ -20,6 +20,7 @@ from verify_common import (
     iter_tensors,
     materializable_copy,
     model_device,
+    module_label,
     preserved_state,
     resolve_input,
 )
@@ -91,7 +92,7 @@ class BatchNormVerification:
         scripted = next((name for name, module in model.named_modules() if isinstance(module, torch.jit.ScriptModule)), None)
         if scripted is not None:
             raise BatchNormVerificationError(
-                f"{_BN_CHECK_NAME}: '{scripted or '<root>'}' is a TorchScript module, whose calls cannot be "
+                f"{_BN_CHECK_NAME}: '{module_label(scripted)}' is a TorchScript module, whose calls cannot be "
                 "followed; check the Python module before scripting it."
             )
         # A copy (lazy modules only) leaves the model untouched; either way the RNG is restored.

@@ -10,17 +10,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from verify_common import json_safe
+from verify_common import describe_module, json_safe, module_label
 
 _BN_CONTRACT_LINES = (
     "Detected a layer '{bias}' with bias followed by a normalization layer '{norm}'.",
     "This makes the normalization ineffective and can lead to unstable training.",
     "Either remove the normalization or turn off the bias.",
 )
-
-
-def _bn_label(name: str) -> str:
-    return name or "<root>"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,12 +60,12 @@ class BiasNormFinding:
     def fix(self) -> str:
         """How to remove the wasted bias."""
         if self.bias_layer_type in _BN_BIAS_FLAG_TYPES:
-            return f"construct '{_bn_label(self.bias_layer)}' with bias=False"
-        return f"remove the bias parameter of '{_bn_label(self.bias_layer)}' ({self.bias_layer_type})"
+            return f"construct '{module_label(self.bias_layer)}' with bias=False"
+        return f"remove the bias parameter of {describe_module(self.bias_layer, self.bias_layer_type)}"
 
     def contract_lines(self) -> list[str]:
         """The three fixed lines of the message for this pair."""
-        first = _BN_CONTRACT_LINES[0].format(bias=_bn_label(self.bias_layer), norm=_bn_label(self.normalization))
+        first = _BN_CONTRACT_LINES[0].format(bias=module_label(self.bias_layer), norm=module_label(self.normalization))
         return [first, *_BN_CONTRACT_LINES[1:]]
 
     def detail(self) -> str:
@@ -79,14 +75,13 @@ class BiasNormFinding:
         def axes(indices: tuple[int, ...]) -> str:
             return ", ".join(labels[index] for index in indices) or "no axis"
 
+        norm = describe_module(self.normalization, self.normalization_type)
         if self.functional:
-            norm = f"{self.normalization_call} called in '{_bn_label(self.normalization)}' ({self.normalization_type})"
-        else:
-            norm = f"'{_bn_label(self.normalization)}' ({self.normalization_type})"
+            norm = f"{self.normalization_call} called in {norm}"
         frozen = " (frozen: requires_grad=False)" if self.frozen else ""
         shape = ", ".join(str(size) for size in self.input_shape)
         return (
-            f"'{_bn_label(self.bias_layer)}' ({self.bias_layer_type}, {self.wasted_parameters} bias parameters)"
+            f"{describe_module(self.bias_layer, self.bias_layer_type, f'{self.wasted_parameters} bias parameters')}"
             f"{frozen}: bias cancelled by {norm} -- it takes the mean over ({axes(self.mean_axes)}) of a "
             f"({shape}) tensor, and the bias varies only along ({axes(self.bias_axes)}); "
             f"{self.wasted_parameters} parameters wasted. Fix: {self.fix}."

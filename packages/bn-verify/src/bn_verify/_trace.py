@@ -30,6 +30,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from verify_common import module_label
+
 # What a torch call does to a fact on one of its tensor inputs.
 _BN_STOP = "stop"  # any other use: the bias is needed (the default)
 _BN_NEUTRAL = "neutral"  # reads only metadata, or builds a new tensor of the same shape
@@ -488,7 +490,7 @@ class BiasTracer(TorchFunctionMode):
             self.facts.pop(id(tensor), None)
 
     def _keep(self, tensors: list, reason: str) -> None:
-        where = self.stack[-1][0] or "<root>"
+        where = module_label(self.stack[-1][0])
         for tensor in tensors:
             for key, _ in self._live(tensor):
                 source = self.sources[key]
@@ -586,7 +588,7 @@ class BiasTracer(TorchFunctionMode):
             if axes & mean_axes:
                 if source.kept_because is None:
                     varying = ", ".join(labels[axis] for axis in sorted(axes & mean_axes))
-                    source.kept_because = f"{name} in '{module_name or '<root>'}' takes its mean along ({varying})"
+                    source.kept_because = f"{name} in '{module_label(module_name)}' takes its mean along ({varying})"
                 continue
             source.cancellations.append(
                 Cancellation(

@@ -11,7 +11,7 @@ from ._errors import VerificationError
 from ._hooks import forward_hooks
 from ._inputs import CallArgs, call_model, copy_to_device, model_device, resolve_input
 from ._lightning import VerificationCallback, lightning_callback_classes
-from ._report import describe_module, emit_warning, json_safe
+from ._report import describe_module, emit_warning, json_safe, module_label
 from ._state import ModelState, capture_rng_state, materializable_copy, preserved_state, restore_rng_state
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "map_tensors",
     "materializable_copy",
     "model_device",
+    "module_label",
     "preserved_state",
     "resolve_input",
     "restore_rng_state",

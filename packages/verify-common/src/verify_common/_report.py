@@ -17,20 +17,33 @@ import torch
 from torch import nn
 
 
-def describe_module(name: str, module: nn.Module | None = None, detail: str = "") -> str:
+def module_label(name: str) -> str:
+    """A qualified module name as messages show it: the root module (``""``) is ``<root>``.
+
+    >>> module_label("encoder.0"), module_label("")
+    ('encoder.0', '<root>')
+    """
+    return name or "<root>"
+
+
+def describe_module(name: str, module: nn.Module | str | None = None, detail: str = "") -> str:
     """``'encoder.0.conv' (Conv2d, 64 channels)``: the house way to name a module.
+
+    ``module`` is the module or its class name (reports keep only the name).
 
     >>> import torch
     >>> describe_module("encoder.0", torch.nn.Conv2d(3, 8, 3), "8 channels")
     "'encoder.0' (Conv2d, 8 channels)"
     >>> describe_module("", torch.nn.ReLU())
     "'<root>' (ReLU)"
+    >>> describe_module("head", "Linear")
+    "'head' (Linear)"
     """
-    label = name or "<root>"
-    parts = [type(module).__name__] if module is not None else []
+    parts = [] if module is None else [module if isinstance(module, str) else type(module).__name__]
     if detail:
         parts.append(detail)
-    return f"'{label}' ({', '.join(parts)})" if parts else f"'{label}'"
+    label = f"'{module_label(name)}'"
+    return f"{label} ({', '.join(parts)})" if parts else label
 
 
 def json_safe(value: Any) -> Any:
