@@ -162,10 +162,7 @@ def _bm_prepare(model: nn.Module, input_array: Any, input_mapping: Any, batch_di
             f"batch_dim={batch_dim!r} is out of range: use a non-negative dimension index "
             "(0 for (B, ...) data, 1 for (T, B, ...) data)"
         )
-    try:
-        resolved = resolve_input(model, input_array, error=BatchGradientVerificationError)
-    except BatchGradientVerificationError as exc:
-        raise _bm_fail(str(exc)) from None
+    resolved = resolve_input(model, input_array, _BM_CHECK_NAME, error=BatchGradientVerificationError)
     source = input_array if input_array is not None else getattr(model, "example_input_array", None)
     device = model_device(model)
     # The check works on copies: the caller's tensors (and their requires_grad) are never touched.

@@ -84,7 +84,7 @@ class BatchNormVerification:
         True
         """
         model = self.model
-        call_args = resolve_input(model, input_array, error=BatchNormVerificationError)
+        call_args = resolve_input(model, input_array, _BN_CHECK_NAME, error=BatchNormVerificationError)
         if next(model.parameters(), None) is None:
             raise BatchNormVerificationError(
                 f"{_BN_CHECK_NAME}: {type(model).__name__} has no parameters, so it has no bias to check."

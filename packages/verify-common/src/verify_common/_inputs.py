@@ -51,28 +51,31 @@ class CallArgs:
         return CallArgs(tuple(args), dict(kwargs))
 
 
-def resolve_input(model: nn.Module, input_array: Any, error: type[Exception] = VerificationError) -> CallArgs:
+def resolve_input(
+    model: nn.Module, input_array: Any, check_name: str | None = None, error: type[Exception] = VerificationError
+) -> CallArgs:
     """Return the call arguments for ``input_array``, or the model's ``example_input_array``.
 
-    Raises ``error`` naming the problem when there is no input at all or the
-    input holds no tensor.
+    Raises ``error`` naming the problem (after ``check_name``, when given) when
+    there is no input at all or the input holds no tensor.
 
     >>> import torch
     >>> model = torch.nn.Linear(2, 2)
     >>> resolve_input(model, torch.zeros(3, 2)).args[0].shape
     torch.Size([3, 2])
     """
+    prefix = f"{check_name}: " if check_name else ""
     if input_array is None:
         input_array = getattr(model, "example_input_array", None)
         if input_array is None:
             raise error(
-                f"No input to check {type(model).__name__} with: pass input_array=... "
+                f"{prefix}No input to check {type(model).__name__} with: pass input_array=... "
                 "or set model.example_input_array."
             )
     call_args = CallArgs.from_input_array(input_array)
     if not call_args.tensors():
         raise error(
-            f"The input holds no tensor (got {_describe(input_array)}); "
+            f"{prefix}The input holds no tensor (got {_describe(input_array)}); "
             "a check needs at least one torch.Tensor to run the model on."
         )
     return call_args
